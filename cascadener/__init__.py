@@ -1,0 +1,1 @@
+"""CascadeNER in pure PyTorch."""
