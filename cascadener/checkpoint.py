@@ -1,0 +1,138 @@
+"""Official Hugging Face-layout checkpoints -> Qwen2 modules. The only place that knows tensor names.
+
+A checkpoint directory holds config.json and either model.safetensors or the shards listed in
+model.safetensors.index.json. Files are memory-mapped by safetensors; pickle is never touched.
+Every problem is reported with the file and the tensor it concerns.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .model import ConfigError, Qwen2, Qwen2Config
+
+FLOAT_DTYPES = {torch.float32, torch.bfloat16, torch.float16}
+INDEX_FILE = "model.safetensors.index.json"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def hf_name(name: str) -> str:
+    """Our parameter name -> the name in an HF Qwen2ForCausalLM state dict."""
+    return name if name == "lm_head.weight" else "model." + name
+
+
+def weight_files(path: Path) -> dict[str, Path]:
+    """Map every tensor name in the checkpoint to the file that holds it."""
+    single, index = path / "model.safetensors", path / INDEX_FILE
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
+        files = {name: path / f for name, f in weight_map.items()}
+        for f in sorted(set(files.values())):
+            if not f.exists():
+                raise CheckpointError(f"{index}: lists shard {f.name}, which is missing")
+        return files
+    if single.exists():
+        return {name: single for name in _open(single).keys()}
+    pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
+    hint = f" (found {pickles}: pickle checkpoints are refused; convert them to safetensors)" if pickles else ""
+    raise CheckpointError(f"{path}: no model.safetensors or {INDEX_FILE}{hint}")
+
+
+def _open(file: Path):
+    try:
+        return safe_open(str(file), framework="pt")
+    except Exception as e:  # safetensors raises its own error types for truncated or corrupt headers
+        raise CheckpointError(f"{file}: corrupt or truncated safetensors file ({e})") from None
+
+
+def read_state_dict(path: Path, model_names: dict[str, torch.Size], dtype: torch.dtype,
+                    tied: bool) -> dict[str, torch.Tensor]:
+    files = weight_files(path)
+    wanted = {hf_name(n): (n, shape) for n, shape in model_names.items()}
+    if tied:
+        wanted.pop("lm_head.weight")
+    missing = sorted(set(wanted) - set(files))
+    if missing:
+        raise CheckpointError(f"{path}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''} "
+                              f"({len(missing)} in all; does config.json match these weights?)")
+    # A tied checkpoint may still carry a copy of the head; it is redundant, not an error.
+    unexpected = sorted(set(files) - set(wanted) - ({"lm_head.weight"} if tied else set()))
+    if unexpected:
+        raise CheckpointError(f"{files[unexpected[0]]}: unexpected tensors {unexpected[:5]} "
+                              f"({len(unexpected)} in all; does config.json match these weights?)")
+    state: dict[str, torch.Tensor] = {}
+    for file in sorted(set(files[n] for n in wanted)):
+        handle = _open(file)
+        present = set(handle.keys())
+        for name in sorted(n for n in wanted if files[n] == file):
+            if name not in present:
+                raise CheckpointError(f"{file}: tensor {name} is listed in the index but not in the file")
+            ours, shape = wanted[name]
+            try:
+                t = handle.get_tensor(name)
+            except Exception as e:
+                raise CheckpointError(f"{file}: cannot read tensor {name} ({e}); the file may be truncated") from None
+            if t.dtype not in FLOAT_DTYPES:
+                raise CheckpointError(f"{file}: tensor {name} has dtype {t.dtype}, expected a float type")
+            if t.shape != shape:
+                raise CheckpointError(f"{file}: tensor {name} has shape {tuple(t.shape)}, config.json implies "
+                                      f"{tuple(shape)}")
+            state[ours] = t.to(dtype)
+    return state
+
+
+def load_config(path: str | Path) -> Qwen2Config:
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise CheckpointError(f"{path}: no config.json (expected a checkpoint in the Hugging Face layout)")
+    try:
+        return Qwen2Config.from_json(path / "config.json")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Qwen2:
+    """Build a Qwen2 from a checkpoint directory, validated tensor by tensor, in eval mode."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory")
+    cfg = load_config(path)
+    with torch.device("meta"):
+        model = Qwen2(cfg)
+    shapes = {n: p.shape for n, p in model.named_parameters(remove_duplicate=False)}
+    state = read_state_dict(path, shapes, dtype, cfg.tie_word_embeddings)
+    if cfg.tie_word_embeddings:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    model.load_state_dict(state, strict=True, assign=True)
+    if cfg.tie_word_embeddings:  # assign=True replaced the shared Parameter; share it again
+        model.lm_head.weight = model.embed_tokens.weight
+    return model.to(device).eval().requires_grad_(False)
+
+
+def save_model(model: Qwen2, path: str | Path) -> None:
+    """Write a checkpoint in the official layout (config.json + model.safetensors)."""
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = asdict(model.config)
+    cfg.update(architectures=["Qwen2ForCausalLM"], model_type="qwen2",
+               torch_dtype=str(model.dtype).removeprefix("torch."))
+    tensors = {hf_name(n): p.detach().contiguous() for n, p in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        tensors.pop("lm_head.weight")
+    tmp = path / "model.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path / "model.safetensors")
+    (path / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")

@@ -1,0 +1,138 @@
+"""Batched autoregressive generation: left-padded prefill, then one token per step for every row.
+
+Small named pieces in the gpt-fast manner: `prefill`, `decode_step`, `sample_next`, and `stream`
+(a generator of tokens as they are produced) under the convenience `generate`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+
+from .cache import StaticKVCache
+from .model import Qwen2
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0           # 0 = greedy
+    top_k: int = 0                     # 0 = off
+    top_p: float = 1.0                 # 1 = off
+    repetition_penalty: float = 1.0    # 1 = off; HF semantics: divides positive logits, multiplies negative
+    seed: int | None = None
+    stop_ids: Sequence[int] = ()
+    vocab_limit: int | None = None     # ids >= this are embedding padding and never produced
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1 or self.repetition_penalty <= 0:
+            raise ValueError(f"invalid sampling parameters: {self}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    @classmethod
+    def from_generation_config(cls, gen: dict, **overrides) -> SamplingParams:
+        """The checkpoint's generation_config.json (what HF's generate() would do by default)."""
+        eos = gen.get("eos_token_id", [])
+        params = dict(
+            temperature=gen.get("temperature", 1.0) if gen.get("do_sample") else 0.0,
+            top_k=gen.get("top_k", 0) or 0, top_p=gen.get("top_p", 1.0) or 1.0,
+            repetition_penalty=gen.get("repetition_penalty", 1.0) or 1.0,
+            stop_ids=[eos] if isinstance(eos, int) else list(eos))
+        params.update(overrides)
+        return cls(**params)
+
+
+@dataclass
+class Generation:
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str = "length"      # "stop" when a stop token ended it (the stop token is not kept)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f"prompt {i} is empty")
+        ids[i, width - len(p):] = torch.as_tensor(p)
+        mask[i, width - len(p):] = True
+    return ids, mask
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """logits (B, V); seen (B, V) bool of ids in the prompt or output so far."""
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalised, logits)
+
+
+def sample_next(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+    """Pick one token per row from (B, V) float logits (already penalised and vocab-limited)."""
+    if p.temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / p.temperature
+    if p.top_k:
+        kth = logits.topk(min(p.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if p.top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        # drop a token when the mass before it already reaches top_p; the first token always stays
+        drop_sorted = (cum - sorted_logits.softmax(-1)) >= p.top_p
+        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+def prefill(model: Qwen2, ids: torch.Tensor, pad_mask: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+    """Run the prompts through the model, filling the cache; logits (B, V) of the last position."""
+    return model(ids, cache=cache, pad_mask=pad_mask, logits_at=slice(-1, None))[:, -1]
+
+
+def decode_step(model: Qwen2, tokens: torch.Tensor, alive: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+    """Feed one token per row; finished rows feed padding that nobody attends to."""
+    return model(tokens[:, None], cache=cache, pad_mask=alive[:, None], logits_at=slice(-1, None))[:, -1]
+
+
+@torch.inference_mode()
+def stream(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingParams,
+           pad_id: int = 0) -> Iterator[tuple[int, int]]:
+    """Yield (row, token) as tokens are produced; stop tokens are not yielded."""
+    device = model.device
+    ids, pad_mask = left_pad(prompts, pad_id)
+    ids, pad_mask = ids.to(device), pad_mask.to(device)
+    B, V = ids.shape[0], model.config.vocab_size
+    cache = StaticKVCache.for_model(model, B, ids.shape[1] + params.max_new_tokens)
+    generator = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
+    stop = torch.tensor(list(params.stop_ids), dtype=torch.long, device=device)
+    seen = torch.zeros(B, V, dtype=torch.bool, device=device)
+    if params.repetition_penalty != 1.0:
+        seen.scatter_(1, ids, pad_mask)
+    alive = torch.ones(B, dtype=torch.bool, device=device)
+
+    logits = prefill(model, ids, pad_mask, cache)
+    for step in range(params.max_new_tokens):
+        if params.vocab_limit is not None and params.vocab_limit < V:
+            logits[:, params.vocab_limit:] = float("-inf")
+        if params.repetition_penalty != 1.0:
+            logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
+        nxt = sample_next(logits, params, generator)
+        alive &= ~torch.isin(nxt, stop)
+        seen[torch.arange(B, device=device), nxt] = True
+        for row in alive.nonzero().flatten().tolist():
+            yield row, int(nxt[row])
+        if not bool(alive.any()) or step == params.max_new_tokens - 1:
+            return
+        logits = decode_step(model, nxt, alive, cache)
+
+
+def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingParams,
+             pad_id: int = 0) -> list[Generation]:
+    out = [Generation() for _ in prompts]
+    for row, token in stream(model, prompts, params, pad_id):
+        out[row].tokens.append(token)
+    for g in out:
+        if len(g.tokens) < params.max_new_tokens:
+            g.finish_reason = "stop"
+    return out

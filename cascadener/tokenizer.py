@@ -1,0 +1,105 @@
+"""The Qwen2 tokenizer (byte-level BPE from tokenizer.json) and the ChatML template, written by hand.
+
+ChatML as the checkpoints' own Jinja template renders it (tool calls aside):
+
+    <|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n{query}<|im_end|>\\n<|im_start|>assistant\\n
+
+When the conversation has no system turn the template inserts a default one, and that default
+differs between Qwen2 ("You are a helpful assistant.") and Qwen2.5 ("You are Qwen, created by
+Alibaba Cloud. ..."), so it is read from the checkpoint's tokenizer_config.json, never assumed.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizerFile  # the Rust tokenizer library, not transformers
+
+IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
+
+# The default system turn sits in the template as a literal between these markers.
+_DEFAULT_SYSTEM = re.compile(r"<\|im_start\|>system\\n((?:(?!<\|im_end\|>)[^'\"{}])*)<\|im_end\|>")
+
+
+class TokenizerError(ValueError):
+    pass
+
+
+def default_system_prompt(chat_template: str | None) -> str | None:
+    """The literal system prompt a Qwen chat template inserts when none is given, if any."""
+    if not chat_template:
+        return None
+    m = _DEFAULT_SYSTEM.search(chat_template)
+    return m.group(1) if m else None
+
+
+@dataclass
+class Tokenizer:
+    tok: HFTokenizerFile
+    default_system: str | None = None
+    stop_tokens: tuple[str, ...] = (IM_END, ENDOFTEXT)
+    _stop_ids: list[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._stop_ids = [i for t in self.stop_tokens if (i := self.tok.token_to_id(t)) is not None]
+
+    def encode(self, text: str) -> list[int]:
+        # add_special_tokens=False: Qwen2 adds no BOS; ChatML markers in the text are still
+        # recognised as single special tokens because they are added tokens.
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.tok.token_to_id(token)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self.tok.id_to_token(i)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids the tokenizer can produce; embedding rows past this are padding."""
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def stop_ids(self) -> list[int]:
+        return list(self._stop_ids)
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        parts = []
+        if (not messages or messages[0]["role"] != "system") and self.default_system is not None:
+            parts.append(f"{IM_START}system\n{self.default_system}{IM_END}\n")
+        for i, m in enumerate(messages):
+            if m.get("role") not in ("system", "user", "assistant"):
+                raise TokenizerError(f"message {i}: role {m.get('role')!r} is not system, user or assistant")
+            parts.append(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n")
+        if add_generation_prompt:
+            parts.append(f"{IM_START}assistant\n")
+        return "".join(parts)
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load tokenizer.json (and tokenizer_config.json if present) from a checkpoint dir or file."""
+    path = Path(path)
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.exists():
+        raise TokenizerError(f"{path}: no tokenizer.json (expected a checkpoint in the Hugging Face layout)")
+    try:
+        tok = HFTokenizerFile.from_file(str(file))
+    except Exception as e:
+        raise TokenizerError(f"{file}: cannot load tokenizer ({e})") from None
+    config_file = file.parent / "tokenizer_config.json"
+    default_system = None
+    if config_file.exists():
+        try:
+            config = json.loads(config_file.read_text())
+        except json.JSONDecodeError as e:
+            raise TokenizerError(f"{config_file}: not valid JSON ({e})") from None
+        default_system = default_system_prompt(config.get("chat_template"))
+    return Tokenizer(tok, default_system=default_system)

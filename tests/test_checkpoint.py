@@ -1,0 +1,152 @@
+"""Loading official-layout checkpoints: sharded files, and every failure named by file and tensor."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file, save_file
+
+from cascadener import CheckpointError, load_model, load_tokenizer
+from cascadener.checkpoint import save_model
+from cascadener.model import ConfigError, Qwen2Config
+
+
+@pytest.fixture
+def ckpt(tiny_ckpt, tmp_path) -> Path:
+    dst = tmp_path / "ckpt"
+    shutil.copytree(tiny_ckpt, dst)
+    return dst
+
+
+def rewrite(path: Path, edit) -> None:
+    tensors = load_file(str(path / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(path / "model.safetensors"))
+
+
+def test_sharded_checkpoint_loads_like_single_file(ckpt, tmp_path):
+    tensors = load_file(str(ckpt / "model.safetensors"))
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    sharded = tmp_path / "sharded"
+    shutil.copytree(ckpt, sharded)
+    (sharded / "model.safetensors").unlink()
+    for file, part in shards.items():
+        save_file({n: tensors[n] for n in part}, str(sharded / file))
+    index = {"weight_map": {n: f for f, part in shards.items() for n in part}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert torch.equal(load_model(sharded)(ids), load_model(ckpt)(ids))
+
+
+def test_missing_tensor_is_named(ckpt):
+    rewrite(ckpt, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(CheckpointError, match=r"missing tensors \['model.layers.1.mlp.up_proj.weight'\]"):
+        load_model(ckpt)
+
+
+def test_unexpected_tensor_is_named(ckpt):
+    rewrite(ckpt, lambda t: t.update({"model.layers.0.extra.weight": np.zeros(3, np.float32)}))
+    with pytest.raises(CheckpointError, match=r"model.safetensors: unexpected tensors \['model.layers.0.extra"):
+        load_model(ckpt)
+
+
+def test_wrong_shape_is_named(ckpt):
+    rewrite(ckpt, lambda t: t.update({"model.norm.weight": np.ones(10, np.float32)}))
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor model.norm.weight has shape \(10,\)"):
+        load_model(ckpt)
+
+
+def test_wrong_dtype_is_named(ckpt):
+    rewrite(ckpt, lambda t: t.update({"model.norm.weight": np.ones(64, np.int32)}))
+    with pytest.raises(CheckpointError, match="tensor model.norm.weight has dtype torch.int32"):
+        load_model(ckpt)
+
+
+def test_truncated_file_is_reported(ckpt):
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors: .*truncated"):
+        load_model(ckpt)
+
+
+def test_config_that_does_not_match_the_weights(ckpt):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps(cfg | {"num_hidden_layers": 3}))
+    with pytest.raises(CheckpointError, match="missing tensors.*does config.json match"):
+        load_model(ckpt)
+    (ckpt / "config.json").write_text(json.dumps(cfg | {"intermediate_size": 96}))
+    with pytest.raises(CheckpointError, match="config.json implies"):
+        load_model(ckpt)
+
+
+def test_untied_checkpoint_needs_its_head(ckpt):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps(cfg | {"tie_word_embeddings": False}))
+    with pytest.raises(CheckpointError, match=r"missing tensors \['lm_head.weight'\]"):
+        load_model(ckpt)
+
+
+def test_pickle_checkpoints_are_refused(ckpt):
+    (ckpt / "model.safetensors").unlink()
+    (ckpt / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(CheckpointError, match="pickle checkpoints are refused"):
+        load_model(ckpt)
+
+
+def test_missing_config_and_tokenizer(ckpt):
+    (ckpt / "tokenizer.json").unlink()
+    with pytest.raises(ValueError, match="no tokenizer.json"):
+        load_tokenizer(ckpt)
+    (ckpt / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_model(ckpt)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"shiny_new_field": 1}, r"unknown config fields \['shiny_new_field'\]"),
+    ({"num_key_value_heads": 3}, "not a multiple of num_key_value_heads"),
+    ({"hidden_size": 66}, "not divisible"),
+    ({"use_sliding_window": True}, "use_sliding_window=true is not supported"),
+    ({"rope_scaling": {"type": "yarn", "factor": 4}}, "rope_scaling"),
+    ({"hidden_act": "gelu"}, "hidden_act"),
+    ({"model_type": "gpt2"}, "not a Qwen2-family model"),
+])
+def test_config_errors(change, message, tiny_ckpt):
+    base = json.loads((tiny_ckpt / "config.json").read_text())
+    with pytest.raises(ConfigError, match=message):
+        Qwen2Config.from_dict(base | change)
+
+
+def test_sliding_window_fields_are_accepted_when_off(tiny_ckpt):
+    cfg = Qwen2Config.from_json(tiny_ckpt / "config.json")
+    assert cfg.head_dim == 16 and cfg.eos_ids == [2]
+
+
+def test_llama_style_layers_without_qkv_bias(ckpt):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps(cfg | {"attention_bias": False}))
+    rewrite(ckpt, lambda t: [t.pop(n) for n in [n for n in t if n.endswith("_proj.bias")]])
+    model = load_model(ckpt)
+    assert model.layers[0].self_attn.q_proj.bias is None
+    assert torch.isfinite(model(torch.tensor([[1, 2, 3]]))).all()
+
+
+def test_save_model_round_trips(tiny_ckpt, tmp_path):
+    model = load_model(tiny_ckpt)
+    save_model(model, tmp_path / "out")
+    again = load_model(tmp_path / "out")
+    ids = torch.tensor([[5, 6, 7]])
+    assert torch.equal(model(ids), again(ids))
+    assert "lm_head.weight" not in load_file(str(tmp_path / "out" / "model.safetensors"))
+
+
+@pytest.mark.real
+def test_real_checkpoint_layout(real_ckpt):
+    model = load_model(real_ckpt, torch.bfloat16)
+    assert model.lm_head.weight is model.embed_tokens.weight        # tied head, absent from the file
+    assert model.config.vocab_size == 151936 and model.dtype == torch.bfloat16

@@ -1,0 +1,120 @@
+"""Batched generation: sampling rules, stops, and greedy continuations equal to the reference."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cascadener import SamplingParams, generate, load_model, load_tokenizer, stream
+from cascadener.generate import apply_repetition_penalty, sample_next
+
+REAL_GOLDEN = Path(__file__).parent / "fixtures" / "real_golden.json"
+REAL_PROMPTS = [
+    "Describe Paris in three sentences.",
+    "Write a Python function that reverses a string.",
+    "请详细介绍一下北京的历史和文化。",
+    "東京について三つの文で説明してください。",
+    "Name three rivers in Europe and describe each one.",
+    "Explain what named entity recognition is, with an example about Kobe Bryant and the Lakers.",
+]
+
+
+def real_prompt_ids(tok) -> list[list[int]]:
+    return [tok.encode(tok.apply_chat_template([{"role": "user", "content": p}])) for p in REAL_PROMPTS]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_ckpt):
+    return load_model(tiny_ckpt, torch.float32), load_tokenizer(tiny_ckpt)
+
+
+def test_greedy_batch_equals_each_alone(tiny):
+    model, tok = tiny
+    prompts = [tok.encode("Kobe Bryant played"), tok.encode("Angela"), tok.encode("The European Union signed a deal")]
+    params = SamplingParams(max_new_tokens=12, vocab_limit=tok.vocab_size)
+    together = generate(model, prompts, params)
+    for p, g in zip(prompts, together):
+        assert generate(model, [p], params)[0].tokens == g.tokens
+
+
+def test_greedy_matches_a_plain_full_recompute_loop(tiny):
+    """The cached loop against nanoGPT's reference: recompute the whole sequence every step."""
+    model, tok = tiny
+    ids = tok.encode("Berlin in June")
+    seq = list(ids)
+    for _ in range(10):
+        seq.append(int(model(torch.tensor([seq]))[0, -1, :tok.vocab_size].argmax()))
+    got = generate(model, [ids], SamplingParams(max_new_tokens=10, vocab_limit=tok.vocab_size))[0]
+    assert got.tokens == seq[len(ids):]
+
+
+def test_stop_tokens_end_rows_independently(tiny):
+    model, tok = tiny
+    prompts = [tok.encode("Kobe"), tok.encode("Paris and Berlin")]
+    free = generate(model, prompts, SamplingParams(max_new_tokens=8))
+    stop = free[0].tokens[2]
+    got = generate(model, prompts, SamplingParams(max_new_tokens=8, stop_ids=[stop]))
+    assert got[0].tokens == free[0].tokens[:free[0].tokens.index(stop)] and got[0].finish_reason == "stop"
+    expect1 = free[1].tokens[:free[1].tokens.index(stop)] if stop in free[1].tokens else free[1].tokens
+    assert got[1].tokens == expect1
+
+
+def test_sampling_is_seeded_and_respects_vocab_limit(tiny):
+    model, tok = tiny
+    p = SamplingParams(max_new_tokens=16, temperature=1.5, seed=7, vocab_limit=100)
+    a = generate(model, [tok.encode("Kobe")] * 3, p)
+    b = generate(model, [tok.encode("Kobe")] * 3, p)
+    assert [g.tokens for g in a] == [g.tokens for g in b]
+    assert all(t < 100 for g in a for t in g.tokens)
+    assert len({tuple(g.tokens) for g in a}) > 1          # rows sample independently
+
+
+def test_top_k_one_is_greedy():
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
+    p = SamplingParams(temperature=0.9, top_k=1, seed=0)
+    assert torch.equal(sample_next(logits, p, torch.Generator().manual_seed(0)), logits.argmax(-1))
+
+
+def test_top_p_keeps_only_the_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    p = SamplingParams(temperature=1.0, top_p=0.7)
+    g = torch.Generator().manual_seed(0)
+    drawn = {int(sample_next(logits, p, g)) for _ in range(300)}
+    assert drawn == {0, 1}
+
+
+def test_repetition_penalty_follows_hf_semantics():
+    logits = torch.tensor([[2.0, -2.0, 1.0]])
+    seen = torch.tensor([[True, True, False]])
+    assert torch.equal(apply_repetition_penalty(logits, seen, 2.0), torch.tensor([[1.0, -4.0, 1.0]]))
+    hf = pytest.importorskip("transformers")
+    proc = hf.RepetitionPenaltyLogitsProcessor(1.3)
+    x = torch.randn(2, 30, generator=torch.Generator().manual_seed(1))
+    ids = torch.tensor([[1, 5, 5, 9], [0, 2, 29, 3]])
+    seen = torch.zeros(2, 30, dtype=torch.bool).scatter(1, ids, True)
+    assert torch.allclose(apply_repetition_penalty(x, seen, 1.3), proc(ids, x.clone()))
+
+
+def test_stream_yields_what_generate_returns(tiny):
+    model, tok = tiny
+    prompts = [tok.encode("Kobe"), tok.encode("Angela Merkel visited")]
+    params = SamplingParams(max_new_tokens=6)
+    rows: dict[int, list[int]] = {0: [], 1: []}
+    for row, token in stream(model, prompts, params):
+        rows[row].append(token)
+    assert [rows[0], rows[1]] == [g.tokens for g in generate(model, prompts, params)]
+
+
+@pytest.mark.real
+def test_real_greedy_continuations_match_reference(real_ckpt, real_model_fp32):
+    """32 greedy tokens, float32, batched with left padding, against HF's own greedy generate()."""
+    tok = load_tokenizer(real_ckpt)
+    golden = json.loads(REAL_GOLDEN.read_text())
+    assert [g["prompt"] for g in golden] == REAL_PROMPTS
+    got = generate(real_model_fp32, real_prompt_ids(tok),
+                   SamplingParams(max_new_tokens=32, stop_ids=tok.stop_ids, vocab_limit=tok.vocab_size))
+    for g, ref in zip(got, golden):
+        expected = [t for t in ref["continuation"] if t not in tok.stop_ids]
+        assert g.tokens == expected, (ref["prompt"], tok.decode(g.tokens), tok.decode(expected))
