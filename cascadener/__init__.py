@@ -1,8 +1,20 @@
-"""CascadeNER in pure PyTorch: a from-scratch Qwen2 stack for LLM-based named entity recognition."""
-from .checkpoint import CheckpointError, load_config, load_model
-from .generate import Generation, SamplingParams, generate, stream
-from .model import Qwen2, Qwen2Config
-from .tokenizer import Tokenizer, load_tokenizer
+"""CascadeNER in pure PyTorch: a from-scratch Qwen2 stack for LLM-based named entity recognition.
 
-__all__ = ["load_model", "load_config", "load_tokenizer", "Qwen2", "Qwen2Config", "Tokenizer", "CheckpointError",
-           "SamplingParams", "Generation", "generate", "stream"]
+The model-side names below are imported lazily, so the torch-free parts (cascadener.geic,
+cascadener.data, the downloader) load without torch.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "load_model": "checkpoint", "load_config": "checkpoint", "CheckpointError": "checkpoint",
+    "load_tokenizer": "tokenizer", "Tokenizer": "tokenizer",
+    "Qwen2": "model", "Qwen2Config": "model",
+    "SamplingParams": "generation", "Generation": "generation", "generate": "generation", "stream": "generation",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'cascadener' has no attribute {name!r}")

@@ -43,3 +43,9 @@ def real_model_fp32(real_ckpt):
 
     from cascadener import load_model
     return load_model(real_ckpt, torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_ckpt):
+    from cascadener import load_tokenizer
+    return load_tokenizer(tiny_ckpt)

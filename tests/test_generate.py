@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cascadener import SamplingParams, generate, load_model, load_tokenizer, stream
-from cascadener.generate import apply_repetition_penalty, sample_next
+from cascadener.generation import apply_repetition_penalty, sample_next
 
 REAL_GOLDEN = Path(__file__).parent / "fixtures" / "real_golden.json"
 REAL_PROMPTS = [

@@ -1,0 +1,154 @@
+"""Every prompt CascadeNER sends or trains on, as small templates. A prompt string lives here only,
+so training (train.py) and inference (infer.py, eval.py) can never drift apart.
+
+Three formats:
+
+* ``paper``   — byte-identical to the strings the authors' released checkpoints were trained on
+  (their stage1/stage2 transformation scripts): the extraction query is the bare sentence; the
+  classification query is
+  ``The ##{entity}## in the sentence: "{sentence with this mention in ##}" belongs to which entity in the list: {a, b, c}?``
+  Their system prompt is a parameter ("You are a helpful assistant." in their code).
+* ``instruct`` — for a plain instruct model with no NER training: a short task instruction and
+  few-shot demonstrations (chosen by the stratified sampler) as earlier chat turns.
+* ``prefix``  — the project's own format for its adapters: everything shared comes first
+  (instruction, type list, plain sentence) and the per-mention part last, so a prefix cache can
+  reuse the rest across the mentions of a sentence and the sentences of a corpus.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .geic import markup
+from .geic.spans import Document, Span
+
+Message = dict[str, str]
+PAPER_SYSTEM = "You are a helpful assistant."
+UNKNOWN = "unknown"
+ZERO_SHOT_HINT = "If none of them applied, return unknown."
+
+
+def chat(system: str | None, turns: Sequence[tuple[str, str]], query: str) -> list[Message]:
+    """System turn (None = the checkpoint's default), earlier (user, assistant) turns, then the query."""
+    messages = [] if system is None else [{"role": "system", "content": system}]
+    for user, assistant in turns:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return messages + [{"role": "user", "content": query}]
+
+
+def occurrence(text: str, span: Span) -> tuple[int, int]:
+    """(k, n): the span is the k-th of n occurrences of its surface string in the text (1-based)."""
+    surface, k, n, i = span.surface(text), 0, 0, text.find(span.surface(text))
+    while i != -1:
+        n += 1
+        k = n if i == span.start else k
+        i = text.find(surface, i + 1)
+    return k, n
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """Base: the extraction and classification conversations, and their training answers."""
+    system: str | None = None
+    demos: tuple[Document, ...] = field(default=(), compare=False)
+    name = "base"
+
+    def extraction(self, text: str) -> list[Message]:
+        raise NotImplementedError
+
+    def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool) -> list[Message]:
+        raise NotImplementedError
+
+    def extraction_answer(self, doc: Document) -> str:
+        return markup.render(doc.text, doc.spans)
+
+    def classification_answer(self, label: str) -> str:
+        return label
+
+
+@dataclass(frozen=True)
+class PaperFormat(PromptFormat):
+    system: str | None = PAPER_SYSTEM
+    name = "paper"
+
+    def extraction(self, text: str) -> list[Message]:
+        return chat(self.system, (), text)
+
+    def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool) -> list[Message]:
+        marked = markup.render(text, [Span(span.start, span.end)])
+        query = (f'The ##{span.surface(text)}## in the sentence: "{marked}" belongs to which entity in the list: '
+                 f'{", ".join(candidates)}?')
+        return chat(self.system, (), f"{query} {ZERO_SHOT_HINT}" if zero_shot else query)
+
+
+EXTRACT_INSTRUCTION = (
+    "Copy the sentence exactly, character for character, and wrap every named entity in ## markers, "
+    "like this: ##Kobe Bryant## played for the ##Los Angeles Lakers##. Named entities are names of "
+    "people, places, organizations, products, works, events and similar specific things. Do not add, "
+    "drop or change any other text. Reply with the marked sentence only.")
+
+
+@dataclass(frozen=True)
+class InstructFormat(PromptFormat):
+    """For an instruct model with no NER training: instruction in the system turn, demos as turns."""
+    name = "instruct"
+
+    def extraction(self, text: str) -> list[Message]:
+        turns = [(d.text, markup.render(d.text, d.spans)) for d in self.demos]
+        return chat(EXTRACT_INSTRUCTION if self.system is None else self.system, turns, text)
+
+    def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool) -> list[Message]:
+        options = list(candidates) + ([UNKNOWN] if zero_shot else [])
+        instruction = ("Classify the entity marked with ## in the sentence. Answer with exactly one type "
+                       f"from this list and nothing else: {', '.join(options)}.")
+        marked = markup.render(text, [Span(span.start, span.end)])
+        turns = [self._demo_turn(d, s, options) for d in self.demos for s in d.spans if s.label in candidates][:8]
+        return chat(instruction if self.system is None else self.system, turns,
+                    f"Sentence: {marked}\nEntity: {span.surface(text)}\nType:")
+
+    @staticmethod
+    def _demo_turn(doc: Document, span: Span, options: Sequence[str]) -> tuple[str, str]:
+        marked = markup.render(doc.text, [Span(span.start, span.end)])
+        return f"Sentence: {marked}\nEntity: {span.surface(doc.text)}\nType:", span.label
+
+
+@dataclass(frozen=True)
+class PrefixFormat(PromptFormat):
+    """Shared content first (type list, plain sentence), the mention last: prefix-cache friendly."""
+    system: str | None = PAPER_SYSTEM
+    name = "prefix"
+
+    def extraction(self, text: str) -> list[Message]:
+        return chat(self.system, (), f"Mark the named entities with ##.\nSentence: {text}")
+
+    def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool) -> list[Message]:
+        hint = f" {ZERO_SHOT_HINT}" if zero_shot else ""
+        k, n = occurrence(text, span)
+        where = f" (occurrence {k} of {n})" if n > 1 else ""
+        return chat(self.system, (), f"Types: {', '.join(candidates)}.{hint}\nSentence: {text}\n"
+                                     f"Entity: {span.surface(text)}{where}")
+
+
+FORMATS: dict[str, type[PromptFormat]] = {f.name: f for f in (PaperFormat, InstructFormat, PrefixFormat)}
+
+
+def get_format(name: str, system: str | None = None, demos: Sequence[Document] = ()) -> PromptFormat:
+    if name not in FORMATS:
+        raise ValueError(f"unknown prompt format {name!r}; choose from {sorted(FORMATS)}")
+    cls = FORMATS[name]
+    kwargs = {"demos": tuple(demos)}
+    if system is not None:
+        kwargs["system"] = system
+    return cls(**kwargs)
+
+
+def match_label(answer: str, candidates: Sequence[str]) -> str | None:
+    """Map a generated answer to one candidate (case-, space- and punctuation-insensitive), or None."""
+    def norm(s: str) -> str:
+        return " ".join(s.strip().strip(".\"'`*:").lower().split())
+    wanted = norm(answer)
+    by_norm = {norm(c): c for c in candidates}
+    if wanted in by_norm:
+        return by_norm[wanted]
+    first_line = norm(answer.splitlines()[0]) if answer.strip() else ""
+    return by_norm.get(first_line)

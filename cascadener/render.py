@@ -1,0 +1,344 @@
+"""Views of tagged text for people and tools: a JSON record, terminal highlighting, an HTML page, CoNLL.
+
+Everything here reads the shared `Document`/`Span` shape (character offsets, end exclusive). The record
+schema is the stable machine format; the other views are for reading and are free to change their looks.
+
+The inline views (pretty, html, conll) show one label per character, so they need non-overlapping spans
+and raise `RenderError` naming the first clashing pair otherwise; `to_record` keeps any spans.
+"""
+from __future__ import annotations
+
+import hashlib
+import html as _html
+import os
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from string import Template
+from typing import Any, TextIO
+
+from .geic.spans import Document, Span
+
+
+class RenderError(ValueError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------- record
+
+RECORD_KEYS = ("text", "entities")
+OPTIONAL_RECORD_KEYS = ("lang", "id")   # accepted by from_record so records that carry them round-trip
+ENTITY_KEYS = ("start", "end", "text", "label", "path", "score")
+
+
+def to_record(doc: Document) -> dict[str, Any]:
+    """The stable output schema: {"text", "entities": [{"start", "end", "text", "label", "path", "score"}]}."""
+    return {"text": doc.text,
+            "entities": [{"start": s.start, "end": s.end, "text": s.surface(doc.text), "label": s.label,
+                          "path": list(s.path), "score": None if s.score is None else float(s.score)}
+                         for s in sorted(doc.spans)]}
+
+
+def from_record(record: Mapping[str, Any]) -> Document:
+    """Inverse of `to_record`. Entity "text", "label", "path" and "score" may be left out; when "text" is
+    given it must equal the text at the offsets, which catches byte or UTF-16 offsets early."""
+    if not isinstance(record, Mapping):
+        raise RenderError(f"record must be an object, got {type(record).__name__}")
+    _check_keys("record", record, required=RECORD_KEYS, optional=OPTIONAL_RECORD_KEYS)
+    text = _typed("record", record, "text", str)
+    entities = _typed("record", record, "entities", list)
+    spans = [_span_from_entity(f"record entity {i}", e, text) for i, e in enumerate(entities)]
+    try:
+        return Document(text, spans, lang=_typed("record", record, "lang", str, "en"),
+                        id=_typed("record", record, "id", str, ""))
+    except ValueError as e:
+        raise RenderError(f"record: {e}") from None
+
+
+def _span_from_entity(where: str, entity: Any, text: str) -> Span:
+    if not isinstance(entity, Mapping):
+        raise RenderError(f"{where}: must be an object, got {type(entity).__name__}")
+    _check_keys(where, entity, required=("start", "end"), optional=ENTITY_KEYS[2:])
+    start, end = _typed(where, entity, "start", int), _typed(where, entity, "end", int)
+    path = _typed(where, entity, "path", list, [])
+    if not all(isinstance(p, str) for p in path):
+        raise RenderError(f"{where}: 'path' must be a list of strings, got {path!r}")
+    score = _typed(where, entity, "score", (int, float), None)
+    try:
+        span = Span(start, end, _typed(where, entity, "label", str, ""), tuple(path),
+                    None if score is None else float(score))
+    except ValueError as e:
+        raise RenderError(f"{where}: {e}") from None
+    surface = _typed(where, entity, "text", str, None)
+    if surface is not None and surface != span.surface(text):
+        raise RenderError(f"{where}: 'text' is {surface!r} but the text at [{start}, {end}) is "
+                          f"{span.surface(text)!r} (offsets must count code points)")
+    return span
+
+
+def _check_keys(where: str, obj: Mapping[str, Any], required: Sequence[str], optional: Sequence[str]) -> None:
+    problems = [f"{what} keys {keys}" for what, keys in
+                (("missing", [k for k in required if k not in obj]),
+                 ("unknown", [k for k in obj if k not in required and k not in optional])) if keys]
+    if problems:
+        raise RenderError(f"{where}: {', '.join(problems)}; expected {list(required)} "
+                          f"plus optional {list(optional)}")
+
+
+_MISSING = object()
+
+
+def _typed(where: str, obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any = _MISSING):
+    """obj[key] checked against `kind`; a missing or null key gives `default` when one is given."""
+    value = obj.get(key)
+    if value is None and default is not _MISSING:
+        return default
+    # bool is an int subclass, but true/false as an offset or score is always a producer bug
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise RenderError(f"{where}: {key!r} must be {names}, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------- colours
+
+# Light backgrounds that keep dark text readable, ordered by hue. All are xterm-256 cube colours, so a
+# terminal shows exactly the colours of the HTML page (256 colours work in more terminals than 24-bit).
+PALETTE = ("#ff87af", "#ffaf87", "#d7af87", "#ffd75f", "#ffff87", "#afd75f", "#afffaf", "#87d7af",
+           "#87ffff", "#afd7d7", "#87d7ff", "#afafff", "#af87ff", "#d787ff", "#ffd7ff", "#ffafd7")
+
+
+def color_index(label: str) -> int:
+    """Palette slot of a label. md5, unlike hash(), is the same in every process (no PYTHONHASHSEED).
+    Chosen over crc32 and sha1 because with 16 slots it gives distinct colours to the usual small label
+    sets (PER/ORG/LOC/MISC, person/organization/location/date/time/event/product) where they collide."""
+    digest = hashlib.md5(label.encode("utf-8"), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:8], "big") % len(PALETTE)
+
+
+def label_color(label: str) -> str:
+    return PALETTE[color_index(label)]
+
+
+_CUBE = (0x00, 0x5f, 0x87, 0xaf, 0xd7, 0xff)   # channel levels of the xterm 6x6x6 colour cube
+
+
+def xterm256(hex_color: str) -> int:
+    """Index of a cube colour such as "#ff87af" in the xterm 256-colour table."""
+    r, g, b = (_CUBE.index(int(hex_color[i:i + 2], 16)) for i in (1, 3, 5))
+    return 16 + 36 * r + 6 * g + b
+
+
+# --------------------------------------------------------------------------------------------- shared
+
+def _flat_spans(doc: Document) -> list[Span]:
+    """Spans in text order, checked to be non-overlapping (inline views can show one label per char)."""
+    spans = sorted(doc.spans)
+    for a, b in zip(spans, spans[1:]):
+        if a.overlaps(b):
+            raise RenderError(f"document {doc.id or '?'}: spans [{a.start}, {a.end}) {a.label!r} "
+                              f"{a.surface(doc.text)!r} and [{b.start}, {b.end}) {b.label!r} "
+                              f"{b.surface(doc.text)!r} overlap; inline views need non-overlapping spans")
+    return spans
+
+
+def _segments(doc: Document) -> Iterator[tuple[str, Span | None]]:
+    """The text cut into consecutive (piece, span) parts; span is None for untagged text."""
+    pos = 0
+    for span in _flat_spans(doc):
+        if span.start > pos:
+            yield doc.text[pos:span.start], None
+        yield span.surface(doc.text), span
+        pos = span.end
+    if pos < len(doc.text):
+        yield doc.text[pos:], None
+
+
+# --------------------------------------------------------------------------------------------- terminal
+
+RESET = "\x1b[0m"
+
+
+def wants_color(stream: TextIO) -> bool:
+    """Colour only for a terminal, and never when NO_COLOR is set to anything (https://no-color.org)."""
+    return not os.environ.get("NO_COLOR") and getattr(stream, "isatty", lambda: False)()
+
+
+def _tag_text(span: Span) -> str:
+    """What follows a mention: its label, then the score with two decimals when there is one."""
+    score = "" if span.score is None else f"{span.score:.2f}"
+    return " ".join(part for part in (span.label, score) if part)
+
+
+def _printable(text: str) -> str:
+    """Control characters other than newline and tab become U+FFFD: raw ESC or CR in user text would
+    otherwise drive the terminal (recolour, overwrite lines) instead of being shown."""
+    return "".join("\ufffd" if unicodedata.category(c) == "Cc" and c not in "\n\t" else c for c in text)
+
+
+def pretty(doc: Document, color: bool) -> str:
+    """The text with entities marked inline: `[Kobe Bryant]person 0.97` when `color` is false, otherwise
+    the mention and its tag on the label's background colour (xterm-256 escapes)."""
+    return "".join(_printable(piece) if span is None else _pretty_mention(_printable(piece), span, color)
+                   for piece, span in _segments(doc))
+
+
+def _pretty_mention(mention: str, span: Span, color: bool) -> str:
+    tag = _printable(_tag_text(span))
+    if not color:
+        return f"[{mention}]{tag}"
+    style = f"\x1b[48;5;{xterm256(label_color(span.label))}m\x1b[38;5;16m"
+    # Reset around newlines: many terminals paint a background that is active at a line break to the
+    # right edge of the window.
+    body = mention.replace("\n", f"{RESET}\n{style}")
+    return f"{style}{body}" + (f" \x1b[1m{tag}" if tag else "") + RESET
+
+
+# --------------------------------------------------------------------------------------------- HTML
+
+_CSS = """
+*{box-sizing:border-box}
+body{margin:0;background:#f6f7f9;color:#1f2328;
+ font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans","Noto Sans CJK SC","PingFang SC",
+ "Hiragino Sans","Microsoft YaHei",sans-serif}
+header{background:#fff;border-bottom:1px solid #e3e6ea;padding:20px max(24px,calc(50% - 456px))}
+h1{margin:0 0 4px;font-size:22px;font-weight:650}
+.summary{margin:0 0 12px;color:#656d76;font-size:14px}
+.legend{display:flex;flex-wrap:wrap;gap:8px;margin:0;padding:0;list-style:none}
+.legend li{display:inline-flex;align-items:center;gap:6px;padding:2px 10px 2px 4px;border-radius:999px;
+ background:#fff;border:1px solid #e3e6ea;font-size:13px}
+.legend .swatch{padding:1px 8px;border-radius:999px;font-weight:600}
+.legend .count{color:#656d76}
+main{max-width:960px;margin:24px auto;padding:0 24px}
+article{background:#fff;border:1px solid #e3e6ea;border-radius:10px;padding:16px 24px 20px;margin:0 0 16px;
+ box-shadow:0 1px 2px rgba(31,35,40,.06)}
+h2{margin:0 0 4px;font:600 12px/1.5 ui-monospace,"SFMono-Regular",Menlo,Consolas,monospace;color:#8c959f}
+.text{margin:0;font-size:18px;line-height:2.5;white-space:pre-wrap;overflow-wrap:anywhere}
+mark{color:inherit;padding:.25em .45em;margin:0 .1em;border-radius:.4em;line-height:1;
+ -webkit-box-decoration-break:clone;box-decoration-break:clone}
+.tag{margin-left:.5em;font-size:.62em;font-weight:700;letter-spacing:.03em;text-transform:uppercase;
+ vertical-align:middle;opacity:.8}
+.score{margin-left:.4em;font-size:.62em;font-variant-numeric:tabular-nums;vertical-align:middle;opacity:.65}
+.empty{color:#8c959f;font-style:italic}
+"""
+
+
+_PAGE = Template("""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>$title</title>
+<style>$css</style>
+</head>
+<body>
+<header>
+<h1>$title</h1>
+<p class="summary">$summary</p>
+$legend
+</header>
+<main>
+$articles</main>
+</body>
+</html>
+""")
+_EMPTY_TEXT = '<span class="empty">(empty text)</span>'
+
+
+def _color_css() -> str:
+    return "".join(f".c{i}{{background:{color}}}\n" for i, color in enumerate(PALETTE))
+
+
+def _esc(text: str) -> str:
+    return _html.escape(text, quote=True)
+
+
+def html(docs: Sequence[Document], title: str = "CascadeNER") -> str:
+    """One self-contained page (inline CSS, no scripts or external resources): a legend of the labels
+    with their colours and counts, then every document with its entities in coloured boxes."""
+    articles = "".join(_html_document(doc, n) for n, doc in enumerate(docs, 1))   # validates all first
+    labels = Counter(s.label for doc in docs for s in doc.spans)
+    summary = f"{_count(len(docs), 'document')} · {_count(sum(labels.values()), 'entity', 'entities')}"
+    return _PAGE.substitute(title=_esc(title), css=_CSS + _color_css(), summary=summary, legend=_legend(labels),
+                            articles=articles or '<p class="empty">No documents.</p>\n')
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def _legend(labels: Counter[str]) -> str:
+    items = "".join(f'<li><span class="swatch c{color_index(label)}">{_esc(label or "(unlabelled)")}</span>'
+                    f'<span class="count">{count}</span></li>' for label, count in sorted(labels.items()))
+    return f'<ul class="legend">{items}</ul>'
+
+
+def _html_document(doc: Document, n: int) -> str:
+    body = "".join(_esc(piece) if span is None else _html_mention(piece, span) for piece, span in _segments(doc))
+    # The lang attribute lets the browser pick Chinese vs Japanese glyph shapes for unified Han characters.
+    return (f'<article lang="{_esc(doc.lang)}">\n<h2>{_esc(doc.id or f"#{n}")}</h2>\n'
+            f'<p class="text">{body or _EMPTY_TEXT}</p>\n</article>\n')
+
+
+def _html_mention(mention: str, span: Span) -> str:
+    # Hover shows what the box has no room for: the full hierarchy path and the unrounded score.
+    lines = [" › ".join(span.path) or span.label, "" if span.score is None else f"score {span.score:.4f}"]
+    tooltip = "\n".join(line for line in lines if line)
+    tag = f'<span class="tag">{_esc(span.label)}</span>' if span.label else ""
+    score = "" if span.score is None else f'<span class="score">{span.score:.2f}</span>'
+    return f'<mark class="c{color_index(span.label)}" title="{_esc(tooltip)}">{_esc(mention)}{tag}{score}</mark>'
+
+
+# --------------------------------------------------------------------------------------------- CoNLL
+
+_WHITESPACE = re.compile(r"\s+")
+CHARACTER_LANGS = {"zh", "ja"}   # no spaces between words: one token per character, as CJK NER corpora do
+
+
+def default_tokens(doc: Document) -> list[tuple[int, int]]:
+    """(start, end) offsets: every non-space character for Chinese/Japanese, else whitespace-split words."""
+    pattern = r"\S" if doc.lang.split("-")[0].lower() in CHARACTER_LANGS else r"\S+"
+    return [m.span() for m in re.finditer(pattern, doc.text)]
+
+
+def conll(doc: Document, tokens: Sequence[tuple[int, int]] | None = None) -> str:
+    """`token<TAB>tag` lines in IOB2, with a blank line after each sentence.
+
+    tokens: (start, end) character offsets in text order; `default_tokens(doc)` when None.
+    Rules, because spans and tokens need not share boundaries:
+      * a token belongs to a span when they overlap at all, so `(Kobe` is B- of a span starting at `K`;
+      * a token overlapping two spans goes to the earlier one (a span left with no token vanishes);
+      * the first token of a span is B-, the others I-; an unlabelled span is tagged plain B / I;
+      * whitespace in a label becomes `_` so each line keeps two columns;
+      * a newline between two tokens ends a sentence, except inside an entity (IOB2 can't split one).
+    """
+    tokens = _checked_tokens(doc, default_tokens(doc) if tokens is None else tokens)
+    spans, lines, i, prev, prev_end = _flat_spans(doc), [], 0, None, 0
+    for start, end in tokens:
+        while i < len(spans) and spans[i].end <= start:   # both run in text order: one pass suffices
+            i += 1
+        span = spans[i] if i < len(spans) and spans[i].start < end else None
+        begins = span is not None and span is not prev
+        if lines and "\n" in doc.text[prev_end:start] and (span is None or begins):
+            lines.append("")
+        lines.append(f"{doc.text[start:end]}\t{_iob(span, begins)}")
+        prev, prev_end = span, end
+    return "\n".join(lines) + "\n\n" if lines else ""
+
+
+def _iob(span: Span | None, begins: bool) -> str:
+    if span is None:
+        return "O"
+    prefix = "B" if begins else "I"
+    return f"{prefix}-{_WHITESPACE.sub('_', span.label)}" if span.label else prefix
+
+
+def _checked_tokens(doc: Document, tokens: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    prev_end = 0
+    for i, (start, end) in enumerate(tokens):
+        if not (prev_end <= start < end <= len(doc.text)):
+            raise RenderError(f"document {doc.id or '?'}: token {i} [{start}, {end}) is empty, out of order, "
+                              f"overlaps the previous token or runs past the {len(doc.text)}-character text")
+        prev_end = end
+    return list(tokens)

@@ -1,0 +1,121 @@
+"""eval.py on saved predictions: printed scores, the JSON report, and clear errors."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_eval_module():
+    spec = importlib.util.spec_from_file_location("eval_cli", REPO / "eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+eval_cli = load_eval_module()
+
+GOLD_CONLL = """\
+-DOCSTART- -X- -X- O
+
+John B-PER
+Smith I-PER
+visited O
+New B-LOC
+York I-LOC
+
+Acme B-ORG
+hired O
+Jane B-PER
+"""
+# "New York" is right but tagged I- after O (decoded leniently), Acme has the wrong type, one extra
+# entity "hired". Spans: 4 predicted, 4 gold, 2 exact; 3 right spans ignoring type.
+PRED_CONLL = """\
+John\tB-PER
+Smith\tI-PER
+visited\tO
+New\tI-LOC
+York\tI-LOC
+
+Acme\tB-LOC
+hired\tB-MISC
+Jane\tO
+"""
+
+
+def write(tmp_path: Path, name: str, content: str) -> str:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    return str(path)
+
+
+def test_conll_files(tmp_path, capsys):
+    gold, pred = write(tmp_path, "gold.txt", GOLD_CONLL), write(tmp_path, "pred.tsv", PRED_CONLL)
+    report_path = tmp_path / "report.json"
+    assert eval_cli.main(["--predictions", pred, "--gold", gold, "--report", str(report_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"predictions {pred} vs gold {gold}"
+    assert "2 sentences" in out
+    # Table rows: a name, then P R F1 tp pred gold.
+    lines = {" ".join(line.split()[:-6]): line.split() for line in out.splitlines() if len(line.split()) > 6}
+    assert lines["micro (span, type)"][-6:] == ["0.5000", "0.5000", "0.5000", "2", "4", "4"]
+    assert lines["extraction (span only)"][-6:] == ["0.7500", "0.7500", "0.7500", "3", "4", "4"]
+    assert lines["PER"][-6:] == ["1.0000", "0.5000", "0.6667", "1", "1", "2"]
+    assert "lenient (string, type)" in lines
+    assert "note: 1 predicted entities were not well-formed IOB2" in out
+
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert {"micro", "per_type", "extraction", "lenient", "sentences"} <= report.keys()
+    assert report["sentences"] == 2
+    assert [report["micro"][k] for k in ("precision", "recall", "f1")] == [0.5, 0.5, 0.5]
+    assert report["extraction"]["f1"] == 0.75
+    assert report["lenient"]["f1"] == 0.5
+    assert set(report["per_type"]) == {"PER", "LOC", "ORG", "MISC"}
+    assert report["per_type"]["ORG"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "tp": 0, "n_pred": 0, "n_gold": 1}
+    assert report["files"] == {"predictions": pred, "gold": gold}
+
+
+def test_jsonl_predictions_against_geic_gold(tmp_path, capsys):
+    gold = write(tmp_path, "gold.json", json.dumps({
+        "sentence1": {"sentence": "Le Guin wrote Earthsea .", "entity": ["Le Guin", "Earthsea", "Ged"],
+                      "category": ["author", "book", "person"]}}))
+    pred = write(tmp_path, "pred.jsonl", json.dumps({
+        "text": "Le Guin wrote Earthsea .",
+        "entities": [{"start": 0, "end": 7, "label": "author"}, {"start": 14, "end": 22, "label": "city"}]}) + "\n")
+    assert eval_cli.main(["--predictions", pred, "--gold", gold, "--report", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "note: 1 gold entities could not be placed in their text and are not scored" in out
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert report["micro"]["tp"] == 1 and report["extraction"]["tp"] == 2 and report["micro"]["n_gold"] == 2
+    assert len(report["notes"]) == 1
+
+
+@pytest.mark.parametrize("gold_content, message", [
+    (GOLD_CONLL + "\nextra B-PER\n", "2 documents, but the gold file"),
+    (GOLD_CONLL.replace("Jane", "Joan"), "document 2 (pred.tsv:7) does not match gold document 2 (gold.txt:9)"),
+    (GOLD_CONLL.replace("B-ORG", "X-ORG"), "gold.txt:9: unknown tag 'X-ORG'"),
+])
+def test_mismatches_and_bad_files_are_clear_errors(tmp_path, capsys, gold_content, message):
+    gold, pred = write(tmp_path, "gold.txt", gold_content), write(tmp_path, "pred.tsv", PRED_CONLL)
+    assert eval_cli.main(["--predictions", pred, "--gold", gold]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_missing_inputs(tmp_path, capsys):
+    assert eval_cli.main(["--predictions", str(tmp_path / "none.txt"), "--gold", str(tmp_path / "none.txt")]) == 1
+    assert "No such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        eval_cli.main(["--gold", "g.txt"])
+    assert exit_.value.code == 2 and "give --predictions and --gold" in capsys.readouterr().err
+
+
+def test_parser_is_extensible():
+    parser = eval_cli.build_parser()
+    parser.add_argument("--model")     # what a model-running mode will do
+    args = parser.parse_args(["--model", "m", "--predictions", "p", "--gold", "g"])
+    assert (args.model, args.predictions, args.gold, args.scheme) == ("m", "p", "g", "auto")

@@ -1,0 +1,116 @@
+import json
+from pathlib import Path
+
+import pytest
+from data_helpers import dataset_file
+
+from cascadener.geic.hierarchy import UNKNOWN, Hierarchy, normalize
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = REPO / "tests" / "fixtures" / "hierarchy_small.json"
+
+
+def dynamicner_dir() -> Path:
+    """The authors' hierarchy files ($CASCADENER_DATA or ../shared/datasets); skips when absent."""
+    return dataset_file("dynamicner/DynamicNER.json").parent
+
+
+@pytest.fixture
+def small() -> Hierarchy:
+    return Hierarchy.load(SMALL, synonyms={"city": ["town", "municipality"], "person": ["human"]})
+
+
+def test_small_tree_shape(small):
+    assert small.roots == ["person", "location", "facility", "miscellaneous"]
+    assert small.depth() == 3
+    assert small.level(2) == ["real person", "fictional figure", "city", "address",
+                              "transportation facility"]
+    assert small.children("real person") == ["politician", "athlete"]
+    assert small.children(("location", "address")) == ["address", "road"]
+    assert small.children("miscellaneous") == []
+    assert small.leaves() == ["politician", "athlete", "other figure", "city", "address", "road",
+                              "airport", "other transportation facility", "miscellaneous"]
+
+
+def test_paths_coarse_to_fine_and_uneven_depth(small):
+    assert small.path("Politician") == ("person", "real person", "politician")
+    assert small.path("city") == ("location", "city")
+    assert small.path("miscellaneous") == ("miscellaneous",)
+    assert small.path("Other Transortation Facility") == ("facility", "transportation facility",
+                                                          "other transportation facility")
+
+
+def test_duplicate_names_are_reported_and_resolved_to_the_leaf(small):
+    assert small.duplicates() == {"address": [("location", "address"), ("location", "address", "address")]}
+    assert small.path("address") == ("location", "address", "address")
+
+
+def test_ambiguous_leaf_names_raise():
+    h = Hierarchy.from_tree({"product": {"weapon": ["biological"]}, "science": {"x": ["biological"]}})
+    assert set(h.duplicates()) == {"biological"}
+    with pytest.raises(ValueError, match="ambiguous"):
+        h.path("biological")
+
+
+def test_unknown_synonyms_and_missing_names(small):
+    assert small.path(UNKNOWN) == (UNKNOWN,) and small.children(UNKNOWN) == []
+    assert small.canonical("Town") == "city" and small.path("municipality") == ("location", "city")
+    assert small.canonical("spaceship") == UNKNOWN
+    assert small.synonyms_of("City") == ["town", "municipality"] and small.synonyms_of("road") == []
+    with pytest.raises(KeyError):
+        small.path("spaceship")
+
+
+def test_bad_synonym_maps_are_rejected():
+    with pytest.raises(KeyError):
+        Hierarchy.load(SMALL, synonyms={"spaceship": ["ufo"]})
+    with pytest.raises(ValueError):
+        Hierarchy.load(SMALL, synonyms={"city": ["road"]})          # already a category
+    with pytest.raises(ValueError):
+        Hierarchy.load(SMALL, synonyms={"city": ["place"], "road": ["place"]})
+
+
+def test_levels_format_and_flat_labels(tmp_path):
+    levels = {"first-level": "Person, location", "second-level": {"person": "real person"},
+              "third-level": {"real person": "athlete, actor"}}
+    path = tmp_path / "levels.json"
+    path.write_text(json.dumps(levels))
+    h = Hierarchy.load(path)
+    assert h.paths() == [("person",), ("person", "real person"), ("person", "real person", "athlete"),
+                         ("person", "real person", "actor"), ("location",)]
+    flat = Hierarchy.flat(["PER", "ORG", "LOC", "MISC"])
+    assert flat.depth() == 1 and flat.leaves() == ["per", "org", "loc", "misc"]
+    assert flat.path("Per") == ("per",)
+
+
+def test_malformed_input_is_rejected():
+    with pytest.raises(ValueError, match="not a node"):
+        Hierarchy.from_levels({"first-level": "a", "second-level": {"b": "c"}})
+    with pytest.raises(ValueError, match="twice"):
+        Hierarchy.flat(["a", "A"])
+    with pytest.raises(ValueError, match="reserved"):
+        Hierarchy.flat(["Unknown"])
+    with pytest.raises(ValueError, match="expected"):
+        Hierarchy.from_tree({"a": "b, c"})
+
+
+def test_normalize():
+    assert normalize("  Other  Transortation Facility ") == "other transportation facility"
+
+
+def test_dynamicner_levels_file():
+    h = Hierarchy.load(dynamicner_dir() / "DynamicNER.json")
+    assert [len(h.level(n)) for n in (1, 2, 3)] == [8, 31, 155]
+    assert h.depth() == 3 and len(h.leaves()) == len(set(h.leaves())) == 155
+    # Names repeated across levels; path() still resolves every leaf to its one leaf.
+    assert set(h.duplicates()) == {"miscellaneous", "address", "other product", "other facility",
+                                   "other art", "biological", "other scientific entity"}
+    assert all(h.path(leaf)[-1] == leaf and len(h.path(leaf)) == 3 for leaf in h.leaves())
+    assert h.path("biological") == ("product", "weapon", "biological")
+    assert h.children(("science entity", "biological"))[:2] == ["protein", "species"]
+
+
+def test_dynamicner_nested_file_matches_the_levels_file_after_the_typo_fix():
+    d = dynamicner_dir()
+    assert "Transortation" in (d / "category.json").read_text()
+    assert Hierarchy.load(d / "category.json").paths() == Hierarchy.load(d / "DynamicNER.json").paths()

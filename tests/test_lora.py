@@ -1,0 +1,71 @@
+"""Hand-written LoRA: exact start, merge == unmerged forward, PEFT-layout save/load."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cascadener import load_model
+from cascadener.lora import (AdapterError, LoRAConfig, inject, load_adapter, lora_layers, merge_all,
+                             save_adapter)
+
+
+def randomise(model) -> None:
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in lora_layers(model).values():
+            m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=g) * 0.05)
+
+
+def test_fresh_adapter_changes_nothing_and_only_adapters_train(tiny_ckpt):
+    base, model = load_model(tiny_ckpt), load_model(tiny_ckpt)
+    inject(model, LoRAConfig(r=4, lora_alpha=8, lora_dropout=0.0))
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    assert torch.equal(model(ids), base(ids))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A" in n or ".lora_B" in n for n in trainable)
+    assert len(trainable) == 2 * 7 * model.config.num_hidden_layers
+
+
+def test_merge_equals_unmerged_and_unmerge_restores(tiny_ckpt):
+    model = load_model(tiny_ckpt)
+    base_w = model.layers[0].mlp.up_proj.weight.clone()
+    inject(model, LoRAConfig(r=4, lora_alpha=8, lora_dropout=0.0))
+    randomise(model)
+    ids = torch.tensor([[7, 8, 9, 10]])
+    unmerged = model(ids)
+    merge_all(model)
+    assert torch.allclose(model(ids), unmerged, atol=1e-5)
+    for m in lora_layers(model).values():
+        m.unmerge()
+    assert torch.allclose(model.layers[0].mlp.up_proj.base.weight, base_w, atol=1e-6)
+
+
+def test_peft_layout_round_trip(tiny_ckpt, tmp_path):
+    model = load_model(tiny_ckpt)
+    cfg = LoRAConfig(r=4, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    inject(model, cfg)
+    randomise(model)
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    want = model(ids)
+    save_adapter(model, cfg, tmp_path / "adapter", base=str(tiny_ckpt))
+    keys = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in keys
+    assert keys["base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"].shape == (32, 4)
+    peft_cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert peft_cfg["peft_type"] == "LORA" and peft_cfg["r"] == 4 and peft_cfg["lora_alpha"] == 16
+    fresh = load_model(tiny_ckpt)
+    load_adapter(fresh, tmp_path / "adapter", merge=True)
+    assert not lora_layers(fresh)                      # merged and unwrapped: plain-speed inference
+    assert torch.allclose(fresh(ids), want, atol=1e-5)
+
+
+def test_bad_adapters_are_named(tiny_ckpt, tmp_path):
+    with pytest.raises(AdapterError, match="no adapter_config.json"):
+        load_adapter(load_model(tiny_ckpt), tmp_path)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3", "r": 4}))
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(AdapterError, match="not LORA"):
+        load_adapter(load_model(tiny_ckpt), tmp_path)

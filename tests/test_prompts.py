@@ -1,0 +1,75 @@
+"""Prompt formats: `paper` must be byte-identical to the authors' training strings."""
+from __future__ import annotations
+
+import pytest
+
+from cascadener.geic.spans import Document, Span
+from cascadener.prompts import (PAPER_SYSTEM, ZERO_SHOT_HINT, get_format, match_label, occurrence)
+from cascadener.tokenizer import IM_END, IM_START
+
+TEXT = "Kobe was in NBA with Kobe"
+KOBE2 = Span(21, 25)
+
+
+def chatml(system: str, user: str, answer: str | None = None) -> str:
+    s = f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n{user}{IM_END}\n{IM_START}assistant\n"
+    return s + (f"{answer}{IM_END}\n" if answer is not None else "")
+
+
+def render(tok, messages) -> str:
+    return tok.apply_chat_template(messages, add_generation_prompt=True)
+
+
+def test_paper_extraction_is_the_bare_sentence(tiny_tokenizer):
+    fmt = get_format("paper")
+    assert render(tiny_tokenizer, fmt.extraction(TEXT)) == chatml("You are a helpful assistant.", TEXT)
+    doc = Document(TEXT, [Span(0, 4, "person"), Span(12, 15, "organization"), KOBE2])
+    assert fmt.extraction_answer(doc) == "##Kobe## was in ##NBA## with ##Kobe##"
+
+
+def test_paper_classification_is_byte_identical(tiny_tokenizer):
+    fmt = get_format("paper")
+    user = ('The ##Kobe## in the sentence: "Kobe was in NBA with ##Kobe##" belongs to which entity in the list: '
+            "person, location, organization?")
+    msgs = fmt.classification(TEXT, KOBE2, ["person", "location", "organization"], zero_shot=False)
+    assert render(tiny_tokenizer, msgs) == chatml(PAPER_SYSTEM, user)
+    zero = fmt.classification(TEXT, KOBE2, ["person", "location", "organization"], zero_shot=True)
+    assert zero[-1]["content"] == f"{user} If none of them applied, return unknown."
+    assert ZERO_SHOT_HINT == "If none of them applied, return unknown."
+
+
+def test_system_prompt_is_a_parameter(tiny_tokenizer):
+    fmt = get_format("paper", system="Custom.")
+    assert render(tiny_tokenizer, fmt.extraction("x")).startswith(f"{IM_START}system\nCustom.{IM_END}")
+
+
+def test_prefix_format_shares_everything_but_the_mention(tiny_tokenizer):
+    fmt = get_format("prefix")
+    a = render(tiny_tokenizer, fmt.classification(TEXT, Span(0, 4), ["person", "location"], False))
+    b = render(tiny_tokenizer, fmt.classification(TEXT, Span(12, 15), ["person", "location"], False))
+    common = len(a) - len(a.split("Entity: ")[-1])
+    assert a[:common] == b[:common] and a != b
+    assert "occurrence 1 of 2" in a
+
+
+def test_instruct_format_uses_demos_as_turns(tiny_tokenizer):
+    demo = Document("Paris is big", [Span(0, 5, "location")])
+    fmt = get_format("instruct", demos=[demo])
+    msgs = fmt.extraction(TEXT)
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert msgs[2]["content"] == "##Paris## is big" and msgs[-1]["content"] == TEXT
+    cls = fmt.classification(TEXT, Span(0, 4), ["person", "location"], zero_shot=True)
+    assert "person, location, unknown" in cls[0]["content"]
+    assert cls[2]["content"] == "location"
+
+
+def test_occurrence_and_label_matching():
+    assert occurrence(TEXT, KOBE2) == (2, 2) and occurrence(TEXT, Span(12, 15)) == (1, 1)
+    assert match_label(" Person.", ["person", "location"]) == "person"
+    assert match_label("geo-political  entity\nbecause", ["geo-political entity"]) == "geo-political entity"
+    assert match_label("a city", ["city"]) is None
+
+
+def test_unknown_format_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown prompt format 'fancy'"):
+        get_format("fancy")
