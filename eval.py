@@ -1,19 +1,31 @@
-"""Score NER predictions.
+"""Score NER predictions, or run a model over labelled data and score that.
 
     python eval.py --predictions pred.txt --gold test.txt [--report report.json]
+    python eval.py --data test.txt --sample 300 --k 1 [--model DIR] [--report r.json] [--save-predictions p.jsonl]
 
 Saved predictions: column files (token and tag, sentence by sentence), GEIC JSON or JSONL, on each
 side independently; documents pair by position and must have the same text. Prints micro P/R/F1,
 a per-type table, extraction-only and lenient scores; ``--report`` also writes them as JSON.
+
+With ``--data`` (a column file, GEIC JSON or JSONL) the pipeline tags every text. The label set
+defaults to the dataset's own types under readable names (PER -> person, ...; ``--label-map``
+overrides), ``--sample N`` takes the paper's stratified subset, and the report adds ``seconds``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
 from cascadener.data.tags import SCHEMES
+from cascadener.cli import add_model_args, categories_from_args, demos_from_args, load_pipeline
+from cascadener.data import load_documents, write_jsonl
+from cascadener.data.labels import dataset_types, load_label_map, readable, relabel
 from cascadener.evaluate import evaluate_files, notes, write_report
+from cascadener.evaluate_model import run
+from cascadener.geic.hierarchy import Hierarchy
+from cascadener.geic.sampling import stratified_subset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,14 +39,25 @@ def build_parser() -> argparse.ArgumentParser:
     reading.add_argument("--scheme", default="auto", choices=("auto", *SCHEMES),
                          help="tag scheme of column files (default: detect per file)")
     parser.add_argument("--report", help="also write the scores as JSON to this file")
+    model = parser.add_argument_group("running a model (--data)")
+    model.add_argument("--data", help="labelled file to tag and score: column file, .json (GEIC) or .jsonl")
+    model.add_argument("--label-map", help="JSON object mapping the dataset's type codes to label names")
+    model.add_argument("--limit", type=int, help="only the first N sentences")
+    model.add_argument("--sample", type=int, help="a stratified sample of N sentences (seeded by --seed)")
+    model.add_argument("--save-predictions", help="write the predictions as JSONL")
+    add_model_args(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.data is not None:
+        if args.predictions or args.gold:
+            parser.error("--data runs a model; --predictions/--gold score saved files: give one or the other")
+        return run_model(args)
     if args.predictions is None or args.gold is None:
-        parser.error("give --predictions and --gold")
+        parser.error("give --predictions and --gold, or --data")
     return score_saved(args)
 
 
@@ -50,6 +73,32 @@ def score_saved(args: argparse.Namespace) -> int:
     print(scored.report.table())
     for line in notes(scored):
         print(line)
+    return 0
+
+
+def run_model(args: argparse.Namespace) -> int:
+    try:
+        gold = load_documents(args.data, lang=args.lang, scheme=args.scheme)
+        names = load_label_map(args.label_map) if args.label_map else {}
+        gold = relabel(gold, {code: readable(code, names) for code in dataset_types(gold)})
+        tree = categories_from_args(args) or Hierarchy.flat(dataset_types(gold))
+        if args.sample:
+            gold = stratified_subset(gold, args.sample, seed=args.seed)
+        gold = gold[:args.limit] if args.limit else gold
+        ner = load_pipeline(args, demos=demos_from_args(args, names))
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    result = run(ner, gold, tree, batch_size=args.batch_size)
+    if args.save_predictions:
+        write_jsonl(result.predictions, args.save_predictions)
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as f:
+            json.dump(result.to_dict() | {"data": args.data, "labels": tree.roots}, f, indent=2)
+            f.write("\n")
+    print(f"{args.data}: {len(gold)} sentences, labels {', '.join(tree.roots)}")
+    print(result.report.table())
+    print(f"{result.seconds:.1f} s, {len(gold) / result.seconds:.2f} sentences/s; {vars(result.stats)}")
     return 0
 
 

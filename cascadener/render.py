@@ -1,104 +1,29 @@
-"""Views of tagged text for people and tools: a JSON record, terminal highlighting, an HTML page, CoNLL.
+"""Views of tagged text for people and tools: terminal highlighting, an HTML page, CoNLL.
 
-Everything here reads the shared `Document`/`Span` shape (character offsets, end exclusive). The record
-schema is the stable machine format; the other views are for reading and are free to change their looks.
+Everything here reads the shared `Document`/`Span` shape (character offsets, end exclusive). The stable
+machine format, a JSON record, belongs to the data layer (`cascadener.data.jsonl.to_record`); the views
+here are for reading and are free to change their looks.
 
 The inline views (pretty, html, conll) show one label per character, so they need non-overlapping spans
-and raise `RenderError` naming the first clashing pair otherwise; `to_record` keeps any spans.
+and raise `RenderError` naming the first clashing pair otherwise.
 """
 from __future__ import annotations
 
 import hashlib
 import html as _html
 import os
-import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from string import Template
-from typing import Any, TextIO
+from typing import TextIO
 
+from .data.conll import TokenizedDocument, document_rows
 from .geic.spans import Document, Span
 
 
 class RenderError(ValueError):
     pass
-
-
-# --------------------------------------------------------------------------------------------- record
-
-RECORD_KEYS = ("text", "entities")
-OPTIONAL_RECORD_KEYS = ("lang", "id")   # accepted by from_record so records that carry them round-trip
-ENTITY_KEYS = ("start", "end", "text", "label", "path", "score")
-
-
-def to_record(doc: Document) -> dict[str, Any]:
-    """The stable output schema: {"text", "entities": [{"start", "end", "text", "label", "path", "score"}]}."""
-    return {"text": doc.text,
-            "entities": [{"start": s.start, "end": s.end, "text": s.surface(doc.text), "label": s.label,
-                          "path": list(s.path), "score": None if s.score is None else float(s.score)}
-                         for s in sorted(doc.spans)]}
-
-
-def from_record(record: Mapping[str, Any]) -> Document:
-    """Inverse of `to_record`. Entity "text", "label", "path" and "score" may be left out; when "text" is
-    given it must equal the text at the offsets, which catches byte or UTF-16 offsets early."""
-    if not isinstance(record, Mapping):
-        raise RenderError(f"record must be an object, got {type(record).__name__}")
-    _check_keys("record", record, required=RECORD_KEYS, optional=OPTIONAL_RECORD_KEYS)
-    text = _typed("record", record, "text", str)
-    entities = _typed("record", record, "entities", list)
-    spans = [_span_from_entity(f"record entity {i}", e, text) for i, e in enumerate(entities)]
-    try:
-        return Document(text, spans, lang=_typed("record", record, "lang", str, "en"),
-                        id=_typed("record", record, "id", str, ""))
-    except ValueError as e:
-        raise RenderError(f"record: {e}") from None
-
-
-def _span_from_entity(where: str, entity: Any, text: str) -> Span:
-    if not isinstance(entity, Mapping):
-        raise RenderError(f"{where}: must be an object, got {type(entity).__name__}")
-    _check_keys(where, entity, required=("start", "end"), optional=ENTITY_KEYS[2:])
-    start, end = _typed(where, entity, "start", int), _typed(where, entity, "end", int)
-    path = _typed(where, entity, "path", list, [])
-    if not all(isinstance(p, str) for p in path):
-        raise RenderError(f"{where}: 'path' must be a list of strings, got {path!r}")
-    score = _typed(where, entity, "score", (int, float), None)
-    try:
-        span = Span(start, end, _typed(where, entity, "label", str, ""), tuple(path),
-                    None if score is None else float(score))
-    except ValueError as e:
-        raise RenderError(f"{where}: {e}") from None
-    surface = _typed(where, entity, "text", str, None)
-    if surface is not None and surface != span.surface(text):
-        raise RenderError(f"{where}: 'text' is {surface!r} but the text at [{start}, {end}) is "
-                          f"{span.surface(text)!r} (offsets must count code points)")
-    return span
-
-
-def _check_keys(where: str, obj: Mapping[str, Any], required: Sequence[str], optional: Sequence[str]) -> None:
-    problems = [f"{what} keys {keys}" for what, keys in
-                (("missing", [k for k in required if k not in obj]),
-                 ("unknown", [k for k in obj if k not in required and k not in optional])) if keys]
-    if problems:
-        raise RenderError(f"{where}: {', '.join(problems)}; expected {list(required)} "
-                          f"plus optional {list(optional)}")
-
-
-_MISSING = object()
-
-
-def _typed(where: str, obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any = _MISSING):
-    """obj[key] checked against `kind`; a missing or null key gives `default` when one is given."""
-    value = obj.get(key)
-    if value is None and default is not _MISSING:
-        return default
-    # bool is an int subclass, but true/false as an offset or score is always a producer bug
-    if not isinstance(value, kind) or isinstance(value, bool):
-        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise RenderError(f"{where}: {key!r} must be {names}, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------- colours
@@ -292,53 +217,23 @@ def _html_mention(mention: str, span: Span) -> str:
 
 # --------------------------------------------------------------------------------------------- CoNLL
 
-_WHITESPACE = re.compile(r"\s+")
-CHARACTER_LANGS = {"zh", "ja"}   # no spaces between words: one token per character, as CJK NER corpora do
-
-
-def default_tokens(doc: Document) -> list[tuple[int, int]]:
-    """(start, end) offsets: every non-space character for Chinese/Japanese, else whitespace-split words."""
-    pattern = r"\S" if doc.lang.split("-")[0].lower() in CHARACTER_LANGS else r"\S+"
-    return [m.span() for m in re.finditer(pattern, doc.text)]
-
-
 def conll(doc: Document, tokens: Sequence[tuple[int, int]] | None = None) -> str:
-    """`token<TAB>tag` lines in IOB2, with a blank line after each sentence.
+    """`token<TAB>tag` lines in IOB2 and a blank line: the rows `cascadener.data.write_conll` writes for the
+    document (one sentence per document), so the view reads back with `read_conll`.
 
-    tokens: (start, end) character offsets in text order; `default_tokens(doc)` when None.
-    Rules, because spans and tokens need not share boundaries:
-      * a token belongs to a span when they overlap at all, so `(Kobe` is B- of a span starting at `K`;
-      * a token overlapping two spans goes to the earlier one (a span left with no token vanishes);
-      * the first token of a span is B-, the others I-; an unlabelled span is tagged plain B / I;
-      * whitespace in a label becomes `_` so each line keeps two columns;
-      * a newline between two tokens ends a sentence, except inside an entity (IOB2 can't split one).
+    tokens: (start, end) character offsets in text order. When None, the data layer's tokenization:
+    whitespace-separated words (one token per character for zh/ja, a whitespace character written `#`),
+    also cut at every entity boundary so no entity starts or ends inside a token. Given tokens that cut
+    through an entity widen it to whole tokens, and an entity covering no token is left out. Every entity
+    needs a label without tabs or line breaks, or `RenderError` is raised.
     """
-    tokens = _checked_tokens(doc, default_tokens(doc) if tokens is None else tokens)
-    spans, lines, i, prev, prev_end = _flat_spans(doc), [], 0, None, 0
-    for start, end in tokens:
-        while i < len(spans) and spans[i].end <= start:   # both run in text order: one pass suffices
-            i += 1
-        span = spans[i] if i < len(spans) and spans[i].start < end else None
-        begins = span is not None and span is not prev
-        if lines and "\n" in doc.text[prev_end:start] and (span is None or begins):
-            lines.append("")
-        lines.append(f"{doc.text[start:end]}\t{_iob(span, begins)}")
-        prev, prev_end = span, end
-    return "\n".join(lines) + "\n\n" if lines else ""
-
-
-def _iob(span: Span | None, begins: bool) -> str:
-    if span is None:
-        return "O"
-    prefix = "B" if begins else "I"
-    return f"{prefix}-{_WHITESPACE.sub('_', span.label)}" if span.label else prefix
-
-
-def _checked_tokens(doc: Document, tokens: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    prev_end = 0
-    for i, (start, end) in enumerate(tokens):
-        if not (prev_end <= start < end <= len(doc.text)):
-            raise RenderError(f"document {doc.id or '?'}: token {i} [{start}, {end}) is empty, out of order, "
-                              f"overlaps the previous token or runs past the {len(doc.text)}-character text")
-        prev_end = end
-    return list(tokens)
+    spans = _flat_spans(doc)
+    try:
+        if tokens is not None:
+            if not tokens:
+                return ""
+            doc = TokenizedDocument(doc.text, spans, lang=doc.lang, id=doc.id, tokens=list(tokens))
+        rows, _ = document_rows(doc)   # problems: only widened or token-less entities, documented above
+    except ValueError as e:
+        raise RenderError(str(e)) from None
+    return "".join(f"{token}\t{tag}\n" for token, tag in rows) + "\n" if rows else ""

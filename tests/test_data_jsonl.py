@@ -1,15 +1,24 @@
-"""The project's JSONL: lossless round trip, strict validation, errors with line numbers."""
+"""The project's one JSON record schema (also infer.py's output) and JSONL files of it: the written keys,
+lossless round trip, strict validation, errors with line numbers."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from cascadener.data import DataError, read_jsonl, save_documents, write_jsonl
-from cascadener.data.jsonl import parse_jsonl
+from cascadener.data.jsonl import RecordError, from_record, parse_jsonl, to_record
 from cascadener.geic.spans import Document, Span
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
+
+
+@pytest.fixture
+def docs() -> list[Document]:
+    """English with hierarchy paths, hostile text (<script>, &, a newline, an emoji flag), Chinese, Japanese."""
+    records = json.loads((FIXTURES.parent / "render" / "documents.json").read_text(encoding="utf-8"))
+    return [from_record(r) for r in records]
 
 
 def test_fixture():
@@ -45,12 +54,13 @@ def test_round_trip_is_lossless(tmp_path):
     ('{"text": "a", "entities": {}}', "'entities' must be a list"),
     ('{"text": "a", "entities": [{"start": 0, "end": 5, "label": "x"}]}', "runs past the end"),
     ('{"text": "ab", "entities": [{"start": 1, "end": 1}]}', "is empty or negative"),
-    ('{"text": "ab", "entities": [{"start": true, "end": 1}]}', "must be integers"),
+    ('{"text": "ab", "entities": [{"start": true, "end": 1}]}', "'start' must be an integer, got True"),
     ('{"text": "ab", "entities": [{"start": 0, "end": 1, "label": "b", "path": ["a"]}]}', "not the last element"),
     ('{"text": "ab", "entities": [{"start": 0, "end": 1, "path": [1]}]}', "list of strings"),
     ('{"text": "ab", "entities": [{"start": 0, "end": 1, "score": "high"}]}', "'score' must be a number"),
     ('{"text": "ab", "entities": [{"start": 0, "end": 1, "type": "x"}]}', "unknown entity key(s) 'type'"),
-    ('{"text": "ab", "lang": 3}', "'lang' must be a str"),
+    ('{"text": "ab", "entities": [{"start": 0, "end": 1, "text": "b"}]}', "'text' is 'b' but"),
+    ('{"text": "ab", "lang": 3}', "'lang' must be a string"),
 ])
 def test_errors_name_the_line(record, message):
     lines = ['{"text": "fine"}', "", record]
@@ -58,3 +68,81 @@ def test_errors_name_the_line(record, message):
         parse_jsonl(lines, source="p.jsonl")
     assert err.value.line == 3 and str(err.value).startswith("p.jsonl:3: ")
     assert message in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------- one record
+
+
+def test_record_schema_keys_order_and_types():
+    doc = Document("Kobe Bryant played for the Lakers.", [Span(27, 33, "organization"),
+                                                          Span(0, 11, "person", ("agent", "person"), 1)])
+    record = to_record(doc)
+    assert list(record) == ["text", "entities"]     # plain English input: nothing else
+    assert [list(e) for e in record["entities"]] == [["start", "end", "text", "label", "path", "score"]] * 2
+    assert record["entities"] == [   # text order, path as a list, score as float or null
+        {"start": 0, "end": 11, "text": "Kobe Bryant", "label": "person", "path": ["agent", "person"],
+         "score": 1.0},
+        {"start": 27, "end": 33, "text": "Lakers", "label": "organization", "path": [], "score": None}]
+    assert isinstance(record["entities"][0]["score"], float)
+    assert json.loads(json.dumps(record)) == record
+
+
+def test_record_writes_lang_and_id_only_when_they_say_something():
+    assert list(to_record(Document("x", lang="en", id=""))) == ["text", "entities"]
+    assert to_record(Document("x", lang="zh", id="s1")) == {"text": "x", "entities": [], "lang": "zh", "id": "s1"}
+    assert list(to_record(Document("x", id="s1"))) == ["text", "entities", "id"]
+
+
+def test_record_round_trip(docs):
+    for doc in docs:
+        back = from_record(json.loads(json.dumps(to_record(doc), ensure_ascii=False)))
+        assert back == Document(doc.text, sorted(doc.spans), doc.lang, doc.id)
+        assert [s.score for s in back.spans] == [s.score for s in sorted(doc.spans)]
+    assert (docs[2].lang, docs[2].id) == ("zh", "zh-poet")   # the optional keys are read when present
+
+
+def test_record_keeps_overlapping_spans():
+    doc = Document("New York City", [Span(0, 8, "location"), Span(0, 13, "location")])
+    assert from_record(to_record(doc)).spans == doc.spans
+
+
+def test_from_record_minimal_forms():
+    doc = from_record({"text": "Paris", "entities": [{"start": 0, "end": 5}]})
+    assert (doc.spans, doc.lang, doc.id) == ([Span(0, 5)], "en", "")
+    doc = from_record({"text": "Paris", "entities": [{"start": 0, "end": 5, "label": "city"}]}, lang="fr")
+    assert (doc.spans, doc.lang) == ([Span(0, 5, "city")], "fr")
+    assert from_record({"text": "Paris"}) == Document("Paris")    # "entities" may be left out too
+    assert from_record({"text": "ab", "entities": [{"start": 0, "end": 1, "score": None}]}).spans[0].score is None
+
+
+@pytest.mark.parametrize("record, message", [
+    ([], "expected a JSON object, got list"),
+    ({"entities": []}, "missing key 'text'"),
+    ({"text": "x", "entities": [], "ents": []}, "unknown document key\\(s\\) 'ents'"),
+    ({"text": 3, "entities": []}, "'text' must be a string"),
+    ({"text": "x", "entities": {}}, "'entities' must be a list"),
+    ({"text": "x", "entities": ["x"]}, "entity 0: must be an object"),
+    ({"text": "ab", "entities": [{"start": "0", "end": 1}]}, "entity 0: 'start' must be an integer"),
+    ({"text": "ab", "entities": [{"end": 1}]}, "entity 0: missing key 'start'"),
+    ({"text": "ab", "entities": [{"start": False, "end": 1}]}, "'start' must be an integer, got False"),
+    ({"text": "ab", "entities": [{"start": 0, "end": 1, "score": "high"}]}, "'score' must be a number or null"),
+    ({"text": "ab", "entities": [{"start": 0, "end": 1, "score": True}]}, "'score' must be a number or null"),
+    ({"text": "ab", "entities": [{"start": 0, "end": 1, "path": ["a", 2]}]}, "list of strings"),
+    ({"text": "ab", "entities": [{"start": 0, "end": 1, "lable": "x"}]}, "unknown entity key\\(s\\) 'lable'"),
+    ({"text": "ab", "entities": [{"start": 1, "end": 1}]}, "entity 0: span \\[1, 1\\) is empty"),
+    ({"text": "ab", "entities": [{"start": 0, "end": 1, "label": "a", "path": ["b"]}]}, "not the last element"),
+    ({"text": "ab", "entities": [{"start": 0, "end": 3}]}, "entity 0: span \\[0, 3\\) runs past the end"),
+    # offsets counted in UTF-16 units (as JavaScript does) drift after an emoji
+    ({"text": "🏀 Kobe", "entities": [{"start": 3, "end": 7, "text": "Kobe"}]}, "'text' is 'Kobe' but .*UTF-16"),
+])
+def test_from_record_rejects_bad_records(record, message):
+    with pytest.raises(RecordError, match=message):
+        from_record(record)
+    assert issubclass(RecordError, ValueError)
+
+
+def test_written_records_read_back_as_jsonl(docs, tmp_path):
+    """What infer.py --format jsonl writes (to_record per line) is what read_jsonl (and eval.py) reads."""
+    path = tmp_path / "pred.jsonl"
+    path.write_text("".join(json.dumps(to_record(d), ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    assert read_jsonl(path).documents == [Document(d.text, sorted(d.spans), d.lang, d.id) for d in docs]

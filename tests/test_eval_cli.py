@@ -94,6 +94,21 @@ def test_jsonl_predictions_against_geic_gold(tmp_path, capsys):
     assert len(report["notes"]) == 1
 
 
+def test_predictions_in_infer_output_schema(tmp_path, capsys):
+    """eval.py reads what infer.py --format jsonl writes: to_record lines, entity "text" and all."""
+    from cascadener.data.jsonl import to_record
+    from cascadener.geic.spans import Document, Span
+    text = "Kobe Bryant played for the Lakers ."
+    pred = Document(text, [Span(0, 11, "person", ("agent", "person"), 0.97), Span(27, 33, "location", score=0.5)])
+    gold = write(tmp_path, "gold.jsonl", json.dumps({"text": text, "entities": [
+        {"start": 0, "end": 11, "label": "person"}, {"start": 27, "end": 33, "label": "organization"}]}) + "\n")
+    pred_path = write(tmp_path, "pred.jsonl", json.dumps(to_record(pred), ensure_ascii=False) + "\n")
+    assert '"text": "Kobe Bryant"' in Path(pred_path).read_text(encoding="utf-8")
+    assert eval_cli.main(["--predictions", pred_path, "--gold", gold, "--report", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert (report["micro"]["tp"], report["extraction"]["tp"], report["micro"]["n_gold"]) == (1, 2, 2)
+
+
 @pytest.mark.parametrize("gold_content, message", [
     (GOLD_CONLL + "\nextra B-PER\n", "2 documents, but the gold file"),
     (GOLD_CONLL.replace("Jane", "Joan"), "document 2 (pred.tsv:7) does not match gold document 2 (gold.txt:9)"),
@@ -114,8 +129,9 @@ def test_missing_inputs(tmp_path, capsys):
     assert exit_.value.code == 2 and "give --predictions and --gold" in capsys.readouterr().err
 
 
-def test_parser_is_extensible():
-    parser = eval_cli.build_parser()
-    parser.add_argument("--model")     # what a model-running mode will do
-    args = parser.parse_args(["--model", "m", "--predictions", "p", "--gold", "g"])
-    assert (args.model, args.predictions, args.gold, args.scheme) == ("m", "p", "g", "auto")
+def test_saved_and_model_modes_exclude_each_other(capsys):
+    with pytest.raises(SystemExit):
+        eval_cli.main(["--data", "d.txt", "--predictions", "p", "--gold", "g"])
+    assert "give one or the other" in capsys.readouterr().err
+    args = eval_cli.build_parser().parse_args(["--data", "d", "--model", "m", "--k", "1", "--sample", "300"])
+    assert (args.data, args.model, args.k, args.sample, args.scheme) == ("d", "m", 1, 300, "auto")

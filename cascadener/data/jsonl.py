@@ -1,25 +1,117 @@
-"""The project's own JSONL: one document per line, entities as character offsets (lossless).
+"""The project's one JSON shape for a tagged document, and JSONL files of it (one document per line).
 
-    {"text": "Le Guin wrote ...", "entities": [{"start": 0, "end": 7, "label": "author",
-     "path": ["person", "artist or author", "author"], "score": 0.93}], "lang": "en", "id": "s1"}
+Written by :func:`to_record` (and so by ``write_jsonl`` and ``infer.py --format json/jsonl``)::
 
+    {"text": "Le Guin wrote Earthsea .",
+     "entities": [{"start": 0, "end": 7, "text": "Le Guin", "label": "author",
+                   "path": ["person", "artist or author", "author"], "score": 0.93},
+                  {"start": 14, "end": 22, "text": "Earthsea", "label": "book", "path": [], "score": null}],
+     "id": "s1"}
+
+Entities come in text order, always with all six keys: character offsets (code points, end exclusive),
+the mention ``text``, ``label``, the hierarchy ``path`` (coarse to fine, possibly empty) and ``score``
+(a float, or null when there is none). The top-level ``lang`` is written only when it is not ``en``, and
+``id`` only when it is not empty, so plain English input gives exactly ``text`` and ``entities``.
+
+Read by :func:`from_record` (and so by ``read_jsonl``): that shape, or a hand-written subset of it.
 ``text`` is required; ``entities`` (default ``[]``), ``lang`` (default: the reader's ``lang``) and
-``id`` are optional, and so are each entity's ``label``, ``path`` and ``score``. Unknown keys are
-errors rather than ignored, so that a typo such as ``"entites"`` cannot silently empty a file.
-Blank lines are skipped. Errors name the file and line.
+``id`` are optional, and so are each entity's ``text``, ``label``, ``path`` and ``score``. An entity's
+``text``, when given, must equal the text at its offsets, which catches offsets counted in UTF-16 units
+or UTF-8 bytes. Unknown keys are errors rather than ignored, so that a typo such as ``"entites"``
+cannot silently empty a file, and ``true``/``false`` are not numbers. Blank lines are skipped. Errors
+name the file and line (:class:`DataError`), or for a single record the key at fault (:class:`RecordError`).
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..geic.spans import Document, Span
 from .base import DataError, ReadResult
 
-_DOC_KEYS = {"text", "entities", "lang", "id"}
-_SPAN_KEYS = {"start", "end", "label", "path", "score"}
+DOCUMENT_KEYS = ("text", "entities", "lang", "id")
+ENTITY_KEYS = ("start", "end", "text", "label", "path", "score")
+
+
+class RecordError(ValueError):
+    """A record that does not follow the schema; the message names the entity and key at fault."""
+
+
+def to_record(doc: Document) -> dict[str, Any]:
+    """The stable JSON form of a document (see the module docstring); any spans, overlapping or not."""
+    record: dict[str, Any] = {
+        "text": doc.text,
+        "entities": [{"start": s.start, "end": s.end, "text": s.surface(doc.text), "label": s.label,
+                      "path": list(s.path), "score": None if s.score is None else float(s.score)}
+                     for s in sorted(doc.spans)]}
+    if doc.lang != "en":
+        record["lang"] = doc.lang
+    if doc.id:
+        record["id"] = doc.id
+    return record
+
+
+def from_record(obj: Any, *, lang: str = "en") -> Document:
+    """A record (parsed JSON) -> Document; ``lang`` is the language of records without one.
+    Raises :class:`RecordError` saying what is wrong."""
+    if not isinstance(obj, Mapping):
+        raise RecordError(f"expected a JSON object, got {type(obj).__name__}")
+    _check_keys("", obj, DOCUMENT_KEYS, "document")
+    text = _get("", obj, "text", (str,))
+    entities = _get("", obj, "entities", (list,), [])
+    spans = [_span(f"entity {i}: ", e, text) for i, e in enumerate(entities)]
+    return Document(text, spans, lang=_get("", obj, "lang", (str,), lang), id=_get("", obj, "id", (str,), ""))
+
+
+def _span(where: str, obj: Any, text: str) -> Span:
+    if not isinstance(obj, Mapping):
+        raise RecordError(f"{where}must be an object, got {type(obj).__name__}")
+    _check_keys(where, obj, ENTITY_KEYS, "entity")
+    start, end = _get(where, obj, "start", (int,)), _get(where, obj, "end", (int,))
+    path = _get(where, obj, "path", (list,), [])
+    if not all(isinstance(p, str) for p in path):
+        raise RecordError(f"{where}'path' must be a list of strings, got {path!r}")
+    score = _get(where, obj, "score", (int, float, type(None)), None)
+    try:
+        span = Span(start, end, _get(where, obj, "label", (str,), ""), tuple(path),
+                    None if score is None else float(score))
+    except ValueError as e:
+        raise RecordError(f"{where}{e}") from None
+    surface = _get(where, obj, "text", (str,), None)
+    if surface is not None and surface != span.surface(text):   # first: its hint also explains a run past the end
+        raise RecordError(f"{where}'text' is {surface!r} but the text at [{start}, {end}) is "
+                          f"{span.surface(text)!r}; offsets must count code points (Python str indices), "
+                          "not UTF-16 units or UTF-8 bytes")
+    if end > len(text):
+        raise RecordError(f"{where}span [{start}, {end}) runs past the end of the {len(text)}-character text")
+    return span
+
+
+_REQUIRED = object()
+_KIND_NAMES = {str: "a string", list: "a list", int: "an integer", float: "a number", type(None): "null"}
+
+
+def _get(where: str, obj: Mapping[str, Any], key: str, kinds: tuple[type, ...], default: Any = _REQUIRED) -> Any:
+    """obj[key] checked to be one of `kinds`; `default` when the key is absent (required without one)."""
+    if key not in obj:
+        if default is _REQUIRED:
+            raise RecordError(f"{where}missing key {key!r}")
+        return default
+    value = obj[key]
+    # bool is an int subclass, but true/false as an offset or score is always a producer bug
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        names = " or ".join(_KIND_NAMES[k] for k in kinds if not (k is int and float in kinds))
+        raise RecordError(f"{where}{key!r} must be {names}, got {value!r}")
+    return value
+
+
+def _check_keys(where: str, obj: Mapping[str, Any], allowed: tuple[str, ...], what: str) -> None:
+    unknown = [k for k in obj if k not in allowed]
+    if unknown:
+        raise RecordError(f"{where}unknown {what} key(s) {', '.join(map(repr, unknown))}; "
+                          f"allowed: {', '.join(allowed)}")
 
 
 def read_jsonl(path: str | Path, *, lang: str = "en") -> ReadResult:
@@ -33,75 +125,15 @@ def parse_jsonl(lines: Iterable[str], *, source: str = "<string>", lang: str = "
         if not line.strip():
             continue
         try:
-            docs.append(document_from_json(json.loads(line), lang))
+            docs.append(from_record(json.loads(line), lang=lang))
         except json.JSONDecodeError as e:
             raise DataError(source, lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
-        except (TypeError, ValueError) as e:
+        except RecordError as e:
             raise DataError(source, lineno, str(e)) from None
     return ReadResult(docs)
-
-
-def document_from_json(obj: Any, lang: str = "en") -> Document:
-    """One JSONL record -> Document; TypeError/ValueError say what is wrong."""
-    if not isinstance(obj, dict):
-        raise TypeError(f"expected a JSON object, got {type(obj).__name__}")
-    _no_unknown_keys(obj, _DOC_KEYS, "document")
-    text = obj.get("text")
-    if not isinstance(text, str):
-        raise TypeError("'text' must be a string")
-    entities = obj.get("entities", [])
-    if not isinstance(entities, list):
-        raise TypeError("'entities' must be a list")
-    return Document(text, [_span_from_json(e) for e in entities],
-                    lang=_typed(obj, "lang", str, lang), id=_typed(obj, "id", str, ""))
-
-
-def _span_from_json(obj: Any) -> Span:
-    if not isinstance(obj, dict):
-        raise TypeError(f"an entity must be an object, got {type(obj).__name__}")
-    _no_unknown_keys(obj, _SPAN_KEYS, "entity")
-    start, end = obj.get("start"), obj.get("end")
-    if type(start) is not int or type(end) is not int:    # bool is an int subclass: exclude it
-        raise TypeError(f"entity start/end must be integers, got {start!r}, {end!r}")
-    path = _typed(obj, "path", list, [])
-    if not all(isinstance(p, str) for p in path):
-        raise TypeError("entity 'path' must be a list of strings")
-    score = obj.get("score")
-    if score is not None and type(score) not in (int, float):   # not bool
-        raise TypeError(f"entity 'score' must be a number, got {score!r}")
-    return Span(start, end, _typed(obj, "label", str, ""), tuple(path), score)
-
-
-def _typed(obj: dict, key: str, kind: type, default: Any) -> Any:
-    value = obj.get(key, default)
-    if not isinstance(value, kind):
-        raise TypeError(f"{key!r} must be a {kind.__name__}, got {value!r}")
-    return value
-
-
-def _no_unknown_keys(obj: dict, allowed: set[str], what: str) -> None:
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise ValueError(f"unknown {what} key(s) {', '.join(map(repr, unknown))}; "
-                         f"allowed: {', '.join(sorted(allowed))}")
-
-
-def document_to_json(doc: Document) -> dict[str, Any]:
-    entities = []
-    for s in sorted(doc.spans):
-        entity: dict[str, Any] = {"start": s.start, "end": s.end, "label": s.label}
-        if s.path:
-            entity["path"] = list(s.path)
-        if s.score is not None:
-            entity["score"] = s.score
-        entities.append(entity)
-    out: dict[str, Any] = {"text": doc.text, "entities": entities, "lang": doc.lang}
-    if doc.id:
-        out["id"] = doc.id
-    return out
 
 
 def write_jsonl(docs: Iterable[Document], path: str | Path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for doc in docs:
-            f.write(json.dumps(document_to_json(doc), ensure_ascii=False) + "\n")
+            f.write(json.dumps(to_record(doc), ensure_ascii=False) + "\n")

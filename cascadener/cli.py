@@ -1,0 +1,79 @@
+"""Command-line plumbing shared by infer.py and eval.py: the model and pipeline options, built once."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from .data import load_documents
+from .data.labels import dataset_types, readable, relabel
+from .geic.hierarchy import Hierarchy
+from .geic.sampling import few_shot
+from .locate import find_checkpoint
+from .pipeline import CascadeNER, Options, default_threads
+from .prompts import FORMATS
+
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="one checkpoint for both stages (HF layout); default: $CASCADENER_ASSETS "
+                                   "or weights/*")
+    g.add_argument("--extractor", help="checkpoint for extraction (with --classifier)")
+    g.add_argument("--classifier", help="checkpoint for classification (with --extractor)")
+    g.add_argument("--extractor-adapter", help="PEFT LoRA adapter directory for the extractor")
+    g.add_argument("--classifier-adapter", help="PEFT LoRA adapter directory for the classifier")
+    g.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    g.add_argument("--batch-size", type=int, default=8)
+    g = p.add_argument_group("pipeline")
+    g.add_argument("--k", type=int, default=3, help="extraction runs fused by union (1 = greedy)")
+    g.add_argument("--min-votes", type=int, default=1, help="keep spans found in at least this many runs")
+    g.add_argument("--prompt-format", choices=sorted(FORMATS), default="paper")
+    g.add_argument("--system", help="system prompt (default: the format's own)")
+    g.add_argument("--zero-shot", action="store_true", help='offer "unknown" when no type applies')
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-segment-chars", type=int, default=600, help="split longer texts at sentence ends")
+    g.add_argument("--demos", help="labelled file to draw few-shot demonstrations from (instruct format)")
+    g.add_argument("--shots", type=int, default=5, help="demonstrations drawn by stratified sampling")
+    g = p.add_argument_group("labels")
+    g.add_argument("--labels", help="comma-separated flat label list, e.g. person,location,organization")
+    g.add_argument("--categories", help="category tree: DynamicNER.json, a nested JSON tree, or a label list file")
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    return Options(k=args.k, min_votes=args.min_votes, prompt_format=args.prompt_format, system=args.system,
+                   zero_shot=args.zero_shot, seed=args.seed, max_segment_chars=args.max_segment_chars)
+
+
+def categories_from_args(args: argparse.Namespace) -> Hierarchy | None:
+    if args.labels and args.categories:
+        raise SystemExit("error: give --labels or --categories, not both")
+    if args.categories:
+        return Hierarchy.load(Path(args.categories))
+    if args.labels:
+        return Hierarchy.flat([s.strip() for s in args.labels.split(",") if s.strip()])
+    return None
+
+
+def demos_from_args(args: argparse.Namespace, names: dict[str, str] | None = None) -> list:
+    """Few-shot demonstrations: a stratified sample (paper eq. 4) of --demos, labels made readable."""
+    if not args.demos:
+        return []
+    docs = load_documents(args.demos)
+    docs = relabel(docs, {code: readable(code, names) for code in dataset_types(docs)})
+    return few_shot(docs, args.shots, seed=args.seed)
+
+
+def load_pipeline(args: argparse.Namespace, demos=()) -> CascadeNER:
+    default_threads()
+    if bool(args.extractor) != bool(args.classifier):
+        raise SystemExit("error: --extractor and --classifier go together (or use --model)")
+    model = None if args.extractor else find_checkpoint(args.model)
+    print(f"loading {model or f'{args.extractor} + {args.classifier}'} ({args.dtype})", file=sys.stderr)
+    return CascadeNER.load(model=model, extractor=args.extractor, classifier=args.classifier,
+                           extractor_adapter=args.extractor_adapter, classifier_adapter=args.classifier_adapter,
+                           dtype=DTYPES[args.dtype], batch_size=args.batch_size, options=options_from_args(args),
+                           demos=demos)

@@ -1,0 +1,84 @@
+"""Chat completions over a loaded model: conversations in, answer strings out.
+
+The pipeline talks to this interface only (text-level requests, no tensors), so the decoding
+machinery under it can change — batching, prefix caching, constraints — without the pipeline
+noticing. This version length-buckets the requests and runs them in batches through `generate`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .checkpoint import load_model
+from .generation import SamplingParams, generate
+from .lora import load_adapter
+from .model import Qwen2
+from .tokenizer import Tokenizer, load_tokenizer
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens: int
+    finished: bool          # False when max_new_tokens cut the answer short
+
+
+@dataclass
+class ChatEngine:
+    model: Qwen2
+    tokenizer: Tokenizer
+    generation_config: dict
+    batch_size: int = 8
+
+    @classmethod
+    def load(cls, path: str | Path, adapter: str | Path | None = None, dtype: torch.dtype = torch.bfloat16,
+             batch_size: int = 8) -> ChatEngine:
+        path = Path(path)
+        model = load_model(path, dtype)
+        if adapter is not None:
+            load_adapter(model, adapter, merge=True)
+        gen_file = path / "generation_config.json"
+        gen = json.loads(gen_file.read_text()) if gen_file.exists() else {}
+        return cls(model, load_tokenizer(path), gen, batch_size)
+
+    def sampling(self, k_sampled: bool, max_new_tokens: int, seed: int | None = None) -> SamplingParams:
+        """Greedy, or the checkpoint's own sampling settings (what HF generate() does by default)."""
+        base = dict(max_new_tokens=max_new_tokens, stop_ids=self.tokenizer.stop_ids,
+                    vocab_limit=self.tokenizer.vocab_size, seed=seed)
+        if not k_sampled:
+            return SamplingParams(**base)
+        return SamplingParams.from_generation_config(self.generation_config, **base)
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return self.tokenizer.encode(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+
+    def complete(self, conversations: Sequence[list[dict]], params: SamplingParams | Sequence[SamplingParams]
+                 ) -> list[Completion]:
+        """One completion per conversation, in input order. params: one for all, or one each."""
+        per = list(params) if isinstance(params, (list, tuple)) else [params] * len(conversations)
+        ids = [self.prompt_ids(c) for c in conversations]
+        # Similar lengths together waste less padding; equal params keep one batch one generate call.
+        order = sorted(range(len(ids)), key=lambda i: (per[i].max_new_tokens, len(ids[i])))
+        out: list[Completion | None] = [None] * len(ids)
+        i = 0
+        while i < len(order):
+            group = [order[i]]
+            while (len(group) < self.batch_size and i + len(group) < len(order)
+                   and per[order[i + len(group)]] == per[order[i]]):
+                group.append(order[i + len(group)])
+            params_i = per[group[0]]
+            if params_i.seed is not None:   # a distinct stream per batch, so batches do not repeat each other
+                params_i = replace(params_i, seed=params_i.seed + group[0])
+            gens = generate(self.model, [ids[j] for j in group], params_i,
+                            pad_id=self.tokenizer.stop_ids[-1] if self.tokenizer.stop_ids else 0)
+            for j, g in zip(group, gens):
+                out[j] = Completion(self.tokenizer.decode(g.tokens), len(g.tokens), g.finish_reason == "stop")
+            i += len(group)
+        return out  # type: ignore[return-value]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))

@@ -1,0 +1,60 @@
+"""infer.py end to end on a tiny random model: output schema, batch records, errors, views."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import infer
+
+LABELS = ["--labels", "person,location,organization"]
+
+
+@pytest.fixture
+def tiny_args(tiny_ckpt):
+    return ["--model", str(tiny_ckpt), "--dtype", "fp32", "--k", "1"] + LABELS
+
+
+def test_text_json_schema(tiny_args, capsys):
+    assert infer.main(["--text", "Kobe Bryant played in Paris.", "--format", "json"] + tiny_args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == ["text", "entities"] and out["text"] == "Kobe Bryant played in Paris."
+    for e in out["entities"]:
+        assert list(e) == ["start", "end", "text", "label", "path", "score"]
+        assert out["text"][e["start"]:e["end"]] == e["text"]
+
+
+def test_batch_keeps_order_and_reports_bad_records(tiny_args, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "Kobe Bryant"}\n{"text": \n\nplain line about Paris\n{"id": "x"}\n{"text": "北京", "lang": "zh"}\n',
+                   encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code = infer.main(["--input", str(src), "--output", str(out)] + tiny_args)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert code == 1                                    # some records failed ...
+    assert [r.get("text") or r.get("error")[:12] for r in rows] == [
+        "Kobe Bryant", "invalid JSON", "plain line about Paris", 'record has n', "北京"]   # ... the rest is written
+    assert rows[1]["line"] == 2 and rows[3]["line"] == 5 and rows[4]["lang"] == "zh"
+    assert "texts/s" in capsys.readouterr().err
+
+
+def test_html_and_pretty(tiny_args, tmp_path, capsys):
+    page = tmp_path / "page.html"
+    assert infer.main(["--text", "Kobe <b> & Paris", "--format", "html", "--output", str(page)] + tiny_args) == 0
+    html = page.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and "Kobe &lt;b&gt; &amp; Paris" in html.replace("\n", "")
+    assert infer.main(["--text", "Kobe in Paris", "--no-color"] + tiny_args) == 0
+    assert "Kobe" in capsys.readouterr().out
+
+
+def test_no_weights_says_where_it_looked(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CASCADENER_ASSETS", str(tmp_path / "nowhere"))
+    monkeypatch.setattr("cascadener.locate.REPO_WEIGHTS", tmp_path / "weights")
+    assert infer.main(["--text", "x"] + LABELS) == 2
+    err = capsys.readouterr().err
+    assert "no model weights found" in err and "nowhere" in err and "cascadener.download" in err
+
+
+def test_labels_are_required(tiny_args):
+    with pytest.raises(SystemExit, match="--labels"):
+        infer.main(["--text", "x", "--model", "m"])

@@ -1,0 +1,130 @@
+"""The cascade's logic with a scripted engine, and its mechanics end to end on a tiny random model."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pytest
+
+from cascadener.engine import Completion
+from cascadener.generation import SamplingParams
+from cascadener.geic.hierarchy import Hierarchy
+from cascadener.geic.spans import Span
+from cascadener.pipeline import CascadeNER, Options
+
+TREE = Hierarchy.from_tree({"person": {"athlete": [], "politician": []}, "organization": {"team": [], "league": []},
+                            "location": []})
+
+
+@dataclass
+class ScriptedEngine:
+    """Answers extraction prompts from `runs` (text -> one marked output per run) and
+    classification prompts from `labels` ((mention, candidate list) -> answer)."""
+    runs: dict[str, list[str]] = field(default_factory=dict)
+    labels: dict[tuple[str, str], str] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)
+
+    def sampling(self, k_sampled: bool, max_new_tokens: int, seed: int | None = None) -> SamplingParams:
+        return SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7 if k_sampled else 0.0, seed=seed)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def complete(self, conversations, params):
+        per = params if isinstance(params, list) else [params] * len(conversations)
+        out = []
+        for conv, p in zip(conversations, per):
+            query = conv[-1]["content"]
+            self.seen.append(query)
+            m = re.match(r'The ##(.*?)## in the sentence: ".*" belongs to which entity in the list: (.*)\?', query)
+            if m:
+                out.append(Completion(self.labels.get((m.group(1), m.group(2)), "no idea"), 3, True))
+            else:
+                outputs = self.runs[query]
+                out.append(Completion(outputs[(p.seed or 0) % len(outputs)], 10, True))
+        return out
+
+
+def cascade(engine, **options) -> CascadeNER:
+    return CascadeNER(engine, engine, Options(**options))
+
+
+def test_k_runs_are_fused_longest_span_wins():
+    text = "Kobe Bryant joined the Lakers"
+    engine = ScriptedEngine(runs={text: ["##Kobe## Bryant joined the ##Lakers##",
+                                         "##Kobe Bryant## joined the Lakers",
+                                         "Kobe Bryant joined the Lakers"]})
+    spans = cascade(engine, k=3).extract([text])[0]
+    assert [(s.start, s.end) for s in spans] == [(0, 11), (23, 29)]
+    assert cascade(engine, k=3, min_votes=2).extract([text])[0] == []
+
+
+def test_hierarchical_classification_descends_by_path():
+    text = "Kobe played in the NBA"
+    engine = ScriptedEngine(runs={text: ["##Kobe## played in the ##NBA##"]}, labels={
+        ("Kobe", "person, organization, location"): "Person",
+        ("Kobe", "athlete, politician"): "athlete",
+        ("NBA", "person, organization, location"): "organization",
+        ("NBA", "team, league"): "a league, clearly"})
+    doc = cascade(engine, k=1).predict(text, categories=TREE)
+    assert [(s.surface(text), s.label, s.path) for s in doc.spans] == [
+        ("Kobe", "athlete", ("person", "athlete")),
+        ("NBA", "organization", ("organization",))]      # an off-list answer stops the descent, keeps the level
+    ner = cascade(engine, k=1)
+    ner.predict(text, categories=TREE)
+    assert ner.stats.off_list_answers == 1 and ner.stats.classification_prompts == 4
+
+
+def test_zero_shot_offers_unknown_and_nothing_is_dropped():
+    text = "Kobe met Zorg"
+    engine = ScriptedEngine(runs={text: ["##Kobe## met ##Zorg##"]}, labels={
+        ("Kobe", "person, location"): "person", ("Zorg", "person, location"): "unknown"})
+    doc = cascade(engine, k=1, zero_shot=True).predict(text, labels=["person", "location"])
+    assert [(s.label, s.path) for s in doc.spans] == [("person", ("person",)), ("unknown", ("unknown",))]
+    assert all(q.endswith("If none of them applied, return unknown.") for q in engine.seen if q.startswith("The ##"))
+
+
+def test_long_texts_are_segmented_and_offsets_mapped_back():
+    first, second = "Kobe is here.", "Paris is big."
+    text = f"{first} {second}"
+    engine = ScriptedEngine(runs={first: ["##Kobe## is here."], second: ["##Paris## is big."]})
+    spans = cascade(engine, k=1, max_segment_chars=15).extract([text])[0]
+    assert [s.surface(text) for s in spans] == ["Kobe", "Paris"] and spans[1].start == 14
+
+
+def test_unalignable_marks_are_counted_not_invented():
+    text = "Kobe is here"
+    engine = ScriptedEngine(runs={text: ["##Michael Jordan## is here"]})
+    ner = cascade(engine, k=1)
+    assert ner.extract([text])[0] == [] and ner.stats.unaligned_marks == 1
+
+
+def test_labels_xor_categories():
+    with pytest.raises(ValueError, match="exactly one"):
+        cascade(ScriptedEngine(), k=1).predict("x")
+
+
+def test_tiny_model_end_to_end(tiny_ckpt):
+    """Mechanics on a random model: whatever it generates, offsets are valid and labels allowed."""
+    ner = CascadeNER.load(model=tiny_ckpt, options=Options(k=2, zero_shot=True))
+    texts = ["Kobe Bryant played for the Los Angeles Lakers.", "北京是中国的首都。"]
+    docs = ner.predict_batch(texts, categories=TREE)
+    for text, doc in zip(texts, docs):
+        assert doc.text == text
+        for s in doc.spans:
+            assert 0 <= s.start < s.end <= len(text) and s.path and s.label == s.path[-1]
+            assert s.path[0] in TREE.roots + ["unknown"]
+    assert ner.stats.extraction_prompts == 4
+
+
+@pytest.mark.real
+def test_real_model_finds_known_entities_with_valid_offsets(real_ckpt):
+    from cascadener.geic.spans import Document
+    demos = [Document("Angela Merkel visited Paris on Monday .", [Span(0, 13, "person"), Span(22, 27, "location")]),
+             Document("Shares of Apple rose 3 % in New York .", [Span(10, 15, "organization"), Span(28, 36, "location")])]
+    ner = CascadeNER.load(model=real_ckpt, options=Options(k=1, prompt_format="instruct"), demos=demos)
+    text = "Kobe Bryant played for the Los Angeles Lakers in the NBA ."
+    doc = ner.predict(text, labels=["person", "location", "organization", "miscellaneous"])
+    found = {(s.surface(text), s.label) for s in doc.spans}
+    assert ("Kobe Bryant", "person") in found
+    assert all(text[s.start:s.end] == s.surface(text) and s.label for s in doc.spans)
