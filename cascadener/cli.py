@@ -34,6 +34,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prompt-format", choices=sorted(FORMATS), default="paper")
     g.add_argument("--system", help="system prompt (default: the format's own)")
     g.add_argument("--zero-shot", action="store_true", help='offer "unknown" when no type applies')
+    g.add_argument("--no-constrain", dest="constrain", action="store_false",
+                   help="generate labels as free text and match them to the list (the authors' way) "
+                        "instead of scoring the candidates")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-segment-chars", type=int, default=600, help="split longer texts at sentence ends")
     g.add_argument("--demos", help="labelled file to draw few-shot demonstrations from (instruct format)")
@@ -45,7 +48,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> Options:
     return Options(k=args.k, min_votes=args.min_votes, prompt_format=args.prompt_format, system=args.system,
-                   zero_shot=args.zero_shot, seed=args.seed, max_segment_chars=args.max_segment_chars)
+                   zero_shot=args.zero_shot, constrain=args.constrain, seed=args.seed, max_segment_chars=args.max_segment_chars)
 
 
 def categories_from_args(args: argparse.Namespace) -> Hierarchy | None:

@@ -7,16 +7,17 @@ noticing. This version length-buckets the requests and runs them in batches thro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from .checkpoint import load_model
-from .generation import SamplingParams, generate
+from .generation import PrefillCounter, SamplingParams, generate
 from .lora import load_adapter
 from .model import Qwen2
+from .scoring import choose, continuation_logprobs
 from .tokenizer import Tokenizer, load_tokenizer
 
 
@@ -28,11 +29,18 @@ class Completion:
 
 
 @dataclass
+class Choice:
+    answer: str
+    probability: float      # renormalised over the offered answers
+
+
+@dataclass
 class ChatEngine:
     model: Qwen2
     tokenizer: Tokenizer
     generation_config: dict
     batch_size: int = 8
+    counter: PrefillCounter = field(default_factory=PrefillCounter)
 
     @classmethod
     def load(cls, path: str | Path, adapter: str | Path | None = None, dtype: torch.dtype = torch.bfloat16,
@@ -73,12 +81,29 @@ class ChatEngine:
             params_i = per[group[0]]
             if params_i.seed is not None:   # a distinct stream per batch, so batches do not repeat each other
                 params_i = replace(params_i, seed=params_i.seed + group[0])
-            gens = generate(self.model, [ids[j] for j in group], params_i,
-                            pad_id=self.tokenizer.stop_ids[-1] if self.tokenizer.stop_ids else 0)
+            gens = generate(self.model, [ids[j] for j in group], params_i, self.pad_id, self.counter)
             for j, g in zip(group, gens):
                 out[j] = Completion(self.tokenizer.decode(g.tokens), len(g.tokens), g.finish_reason == "stop")
             i += len(group)
         return out  # type: ignore[return-value]
+
+    def choose(self, conversations: Sequence[list[dict]], answers: Sequence[Sequence[str]]) -> list[Choice]:
+        """The most likely of the offered answers for each conversation, scored, never off the list."""
+        end = self.tokenizer.stop_ids[:1]           # the end-of-turn token closes every answer
+        out: list[Choice] = []
+        for n in range(0, len(conversations), self.batch_size):
+            convs, opts = conversations[n:n + self.batch_size], answers[n:n + self.batch_size]
+            cands = [[self.tokenizer.encode(a) + end for a in o] for o in opts]
+            scores = continuation_logprobs(self.model, [self.prompt_ids(c) for c in convs], cands,
+                                           self.pad_id, self.counter)
+            for o, s in zip(opts, scores):
+                best, probs = choose(s)
+                out.append(Choice(o[best], probs[best]))
+        return out
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.stop_ids[-1] if self.tokenizer.stop_ids else 0
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))

@@ -85,9 +85,46 @@ def sample_next(logits: torch.Tensor, p: SamplingParams, generator: torch.Genera
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
-def prefill(model: Qwen2, ids: torch.Tensor, pad_mask: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
-    """Run the prompts through the model, filling the cache; logits (B, V) of the last position."""
-    return model(ids, cache=cache, pad_mask=pad_mask, logits_at=slice(-1, None))[:, -1]
+@dataclass
+class PrefillCounter:
+    """Prompt tokens asked for against prompt tokens actually run through the model."""
+    requested: int = 0
+    computed: int = 0
+
+
+def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix all prompts share, leaving each at least one token of its own."""
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        n = next((i for i in range(n) if p[i] != first[i]), n)
+    return max(n, 0)
+
+
+def prefill(model: Qwen2, prompts: Sequence[Sequence[int]], extra: int, pad_id: int = 0,
+            counter: PrefillCounter | None = None, min_shared: int = 8) -> tuple[StaticKVCache, torch.Tensor]:
+    """Run the prompts through the model into a fresh cache with room for `extra` more tokens.
+
+    A prefix that every prompt shares (the system turn and demonstrations; the whole prompt of k
+    samples) is computed once for one row and copied to all rows; the rest is left-padded after
+    it. The padding then sits between prefix and suffix, which the cache's slot mask handles like
+    any other padding. Returns the cache and the logits (B, V) at each prompt's last token.
+    """
+    device = model.device
+    shared = common_prefix(prompts) if len(prompts) > 1 else 0
+    shared = shared if shared >= min_shared else 0
+    ids, pad_mask = left_pad([p[shared:] for p in prompts], pad_id)
+    ids, pad_mask = ids.to(device), pad_mask.to(device)
+    if shared:
+        cache = StaticKVCache.for_model(model, 1, shared + ids.shape[1] + extra)
+        model(torch.tensor([prompts[0][:shared]], device=device), cache=cache, logits_at=slice(0, 0))
+        cache = cache.select([0] * len(prompts))
+    else:
+        cache = StaticKVCache.for_model(model, len(prompts), ids.shape[1] + extra)
+    if counter is not None:
+        counter.requested += sum(len(p) for p in prompts)
+        counter.computed += shared + int(pad_mask.sum())
+    return cache, model(ids, cache=cache, pad_mask=pad_mask, logits_at=slice(-1, None))[:, -1]
 
 
 def decode_step(model: Qwen2, tokens: torch.Tensor, alive: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
@@ -96,22 +133,20 @@ def decode_step(model: Qwen2, tokens: torch.Tensor, alive: torch.Tensor, cache: 
 
 
 @torch.inference_mode()
-def stream(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingParams,
-           pad_id: int = 0) -> Iterator[tuple[int, int]]:
+def stream(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingParams, pad_id: int = 0,
+           counter: PrefillCounter | None = None) -> Iterator[tuple[int, int]]:
     """Yield (row, token) as tokens are produced; stop tokens are not yielded."""
     device = model.device
-    ids, pad_mask = left_pad(prompts, pad_id)
-    ids, pad_mask = ids.to(device), pad_mask.to(device)
-    B, V = ids.shape[0], model.config.vocab_size
-    cache = StaticKVCache.for_model(model, B, ids.shape[1] + params.max_new_tokens)
+    B, V = len(prompts), model.config.vocab_size
+    cache, logits = prefill(model, prompts, params.max_new_tokens, pad_id, counter)
     generator = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
     stop = torch.tensor(list(params.stop_ids), dtype=torch.long, device=device)
     seen = torch.zeros(B, V, dtype=torch.bool, device=device)
     if params.repetition_penalty != 1.0:
-        seen.scatter_(1, ids, pad_mask)
+        for row, p in enumerate(prompts):
+            seen[row, torch.as_tensor(p, device=device)] = True
     alive = torch.ones(B, dtype=torch.bool, device=device)
 
-    logits = prefill(model, ids, pad_mask, cache)
     for step in range(params.max_new_tokens):
         if params.vocab_limit is not None and params.vocab_limit < V:
             logits[:, params.vocab_limit:] = float("-inf")
@@ -127,10 +162,10 @@ def stream(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingParam
         logits = decode_step(model, nxt, alive, cache)
 
 
-def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingParams,
-             pad_id: int = 0) -> list[Generation]:
+def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingParams, pad_id: int = 0,
+             counter: PrefillCounter | None = None) -> list[Generation]:
     out = [Generation() for _ in prompts]
-    for row, token in stream(model, prompts, params, pad_id):
+    for row, token in stream(model, prompts, params, pad_id, counter):
         out[row].tokens.append(token)
     for g in out:
         if len(g.tokens) < params.max_new_tokens:

@@ -29,6 +29,8 @@ class Options:
     prompt_format: str = "paper"
     system: str | None = None         # None = the format's own default
     zero_shot: bool = False           # offer "unknown" (the paper's zero-shot setting)
+    constrain: bool = True            # score the candidate labels (always valid, with a probability)
+                                      # instead of generating free text and matching it
     seed: int = 0
     max_segment_chars: int = 600      # longer texts are split at sentence ends, offsets mapped back
     label_tokens: int = 16            # generation budget for one label answer
@@ -122,16 +124,16 @@ class CascadeNER:
     def classify(self, texts: Sequence[str], spans: Sequence[Sequence[Span]], tree: Hierarchy) -> list[list[Span]]:
         """Label every span, level by level down the tree; all mentions of a level in one batch."""
         fmt, o = self.prompt_format(), self.options
-        params = self.classifier.sampling(False, o.label_tokens)
         paths: dict[tuple[int, int], tuple[str, ...]] = {}
+        probs: dict[tuple[int, int], float] = {}
         frontier = [(i, j, tree.roots) for i, ss in enumerate(spans) for j in range(len(ss))]
         while frontier:
             convs = [fmt.classification(texts[i], spans[i][j], cands, o.zero_shot) for i, j, cands in frontier]
-            answers = self.classifier.complete(convs, params)
+            options = [list(cands) + ([UNKNOWN] if o.zero_shot else []) for _, _, cands in frontier]
+            answers = self.answer(convs, options)
             self.stats.classification_prompts += len(convs)
             nxt = []
-            for (i, j, cands), answer in zip(frontier, answers):
-                label = match_label(answer.text, list(cands) + ([UNKNOWN] if o.zero_shot else []))
+            for (i, j, cands), (label, p) in zip(frontier, answers):
                 path = paths.get((i, j), ())
                 if label is None:
                     self.stats.off_list_answers += 1
@@ -139,12 +141,21 @@ class CascadeNER:
                     paths[(i, j)] = path or (UNKNOWN,)       # stop here; keep what the coarser levels said
                     continue
                 paths[(i, j)] = path + (label,)
+                if p is not None:                            # the probability of the whole path
+                    probs[(i, j)] = probs.get((i, j), 1.0) * p
                 children = tree.children(paths[(i, j)])   # by path: names repeat across levels
                 if children:
                     nxt.append((i, j, children))
             frontier = nxt
-        return [[Span(sp.start, sp.end, paths[(i, j)][-1], paths[(i, j)])
+        return [[Span(sp.start, sp.end, paths[(i, j)][-1], paths[(i, j)], probs.get((i, j)))
                  for j, sp in enumerate(ss)] for i, ss in enumerate(spans)]
+
+    def answer(self, convs: list[list[dict]], options: list[list[str]]) -> list[tuple[str | None, float | None]]:
+        """(label or None when off the list, probability when scored) for each conversation."""
+        if self.options.constrain:
+            return [(c.answer, c.probability) for c in self.classifier.choose(convs, options)]
+        params = self.classifier.sampling(False, self.options.label_tokens)
+        return [(match_label(c.text, opts), None) for c, opts in zip(self.classifier.complete(convs, params), options)]
 
 
 def resolve_categories(labels: Sequence[str] | None, categories: Hierarchy | None) -> Hierarchy:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from cascadener import SamplingParams, generate, load_model, load_tokenizer, stream
-from cascadener.generation import apply_repetition_penalty, sample_next
+from cascadener.generation import PrefillCounter, apply_repetition_penalty, sample_next
+from cascadener.scoring import continuation_logprobs
 
 REAL_GOLDEN = Path(__file__).parent / "fixtures" / "real_golden.json"
 REAL_PROMPTS = [
@@ -118,3 +119,28 @@ def test_real_greedy_continuations_match_reference(real_ckpt, real_model_fp32):
     for g, ref in zip(got, golden):
         expected = [t for t in ref["continuation"] if t not in tok.stop_ids]
         assert g.tokens == expected, (ref["prompt"], tok.decode(g.tokens), tok.decode(expected))
+
+
+def test_shared_prefix_is_computed_once_and_changes_nothing(tiny):
+    model, tok = tiny
+    head = tok.encode("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
+    prompts = [head + tok.encode(t) for t in ("Kobe", "Angela Merkel visited", "Paris")]
+    params = SamplingParams(max_new_tokens=8, vocab_limit=tok.vocab_size)
+    counter = PrefillCounter()
+    shared = generate(model, prompts, params, counter=counter)
+    assert counter.requested == sum(map(len, prompts))
+    assert counter.computed == len(head) + sum(len(p) - len(head) for p in prompts)
+    for p, g in zip(prompts, shared):
+        assert generate(model, [p], params)[0].tokens == g.tokens
+
+
+def test_continuation_logprobs_equal_a_full_forward(tiny):
+    model, tok = tiny
+    prompts = [tok.encode("Kobe Bryant is a"), tok.encode("Paris is a")]
+    cands = [[tok.encode(" person") + [2], tok.encode(" place") + [2], [2]], [tok.encode(" city") + [2]]]
+    got = continuation_logprobs(model, prompts, cands)
+    for p, cs, scores in zip(prompts, cands, got):
+        for c, s in zip(cs, scores):
+            lp = torch.log_softmax(model(torch.tensor([p + c]))[0], -1)
+            want = sum(float(lp[len(p) - 1 + t, tok_id]) for t, tok_id in enumerate(c))
+            assert abs(s - want) < 1e-4

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cascadener.engine import Completion
+from cascadener.engine import Choice, Completion
 from cascadener.generation import SamplingParams
 from cascadener.geic.hierarchy import Hierarchy
 from cascadener.geic.spans import Span
@@ -44,9 +44,15 @@ class ScriptedEngine:
                 out.append(Completion(outputs[(p.seed or 0) % len(outputs)], 10, True))
         return out
 
+    def choose(self, conversations, answers):
+        """Constrained: the scripted answer when it is on the list, else the first option."""
+        texts = [c.text for c in self.complete(conversations, SamplingParams())]
+        return [Choice(t if t in opts else opts[0], 0.9 if t in opts else 0.2) for t, opts in zip(texts, answers)]
+
 
 def cascade(engine, **options) -> CascadeNER:
-    return CascadeNER(engine, engine, Options(**options))
+    """Free-text answers matched to the list (the authors' way), unless constrain=True is asked for."""
+    return CascadeNER(engine, engine, Options(**({"constrain": False} | options)))
 
 
 def test_k_runs_are_fused_longest_span_wins():
@@ -73,6 +79,18 @@ def test_hierarchical_classification_descends_by_path():
     ner = cascade(engine, k=1)
     ner.predict(text, categories=TREE)
     assert ner.stats.off_list_answers == 1 and ner.stats.classification_prompts == 4
+
+
+def test_constrained_answers_are_always_on_the_list_with_path_probability():
+    text = "Kobe played in the NBA"
+    engine = ScriptedEngine(runs={text: ["##Kobe## played in the ##NBA##"]}, labels={
+        ("Kobe", "person, organization, location"): "person", ("Kobe", "athlete, politician"): "athlete",
+        ("NBA", "person, organization, location"): "organization", ("NBA", "team, league"): "a league"})
+    ner = cascade(engine, k=1, constrain=True)
+    doc = ner.predict(text, categories=TREE)
+    assert [(s.path, round(s.score, 3)) for s in doc.spans] == [
+        (("person", "athlete"), 0.81), (("organization", "team"), 0.18)]
+    assert ner.stats.off_list_answers == 0
 
 
 def test_zero_shot_offers_unknown_and_nothing_is_dropped():
