@@ -15,6 +15,7 @@ from .locate import find_checkpoint
 from .pipeline import CascadeNER, Options, default_threads
 from .prompts import FORMATS
 
+NAIVE_LABEL_TOKENS = 512   # the authors' max_new_tokens for a label answer
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
 
 
@@ -28,6 +29,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--classifier-adapter", help="PEFT LoRA adapter directory for the classifier")
     g.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--engine", choices=("fast", "naive"), default="fast",
+                   help="naive = the authors' loop, for auditing: one prompt at a time, generated until it "
+                        "ends, no batching, no shared prefill, no constraints")
     g = p.add_argument_group("pipeline")
     g.add_argument("--k", type=int, default=3, help="extraction runs fused by union (1 = greedy)")
     g.add_argument("--min-votes", type=int, default=1, help="keep spans found in at least this many runs")
@@ -47,8 +51,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
+    naive = args.engine == "naive"
     return Options(k=args.k, min_votes=args.min_votes, prompt_format=args.prompt_format, system=args.system,
-                   zero_shot=args.zero_shot, constrain=args.constrain, seed=args.seed, max_segment_chars=args.max_segment_chars)
+                   zero_shot=args.zero_shot, constrain=args.constrain and not naive, seed=args.seed,
+                   max_segment_chars=args.max_segment_chars, label_tokens=NAIVE_LABEL_TOKENS if naive else 16)
 
 
 def categories_from_args(args: argparse.Namespace) -> Hierarchy | None:
@@ -78,5 +84,6 @@ def load_pipeline(args: argparse.Namespace, demos=()) -> CascadeNER:
     print(f"loading {model or f'{args.extractor} + {args.classifier}'} ({args.dtype})", file=sys.stderr)
     return CascadeNER.load(model=model, extractor=args.extractor, classifier=args.classifier,
                            extractor_adapter=args.extractor_adapter, classifier_adapter=args.classifier_adapter,
-                           dtype=DTYPES[args.dtype], batch_size=args.batch_size, options=options_from_args(args),
+                           dtype=DTYPES[args.dtype], batch_size=1 if args.engine == "naive" else args.batch_size,
+                           options=options_from_args(args),
                            demos=demos)

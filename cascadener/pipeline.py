@@ -103,9 +103,10 @@ class CascadeNER:
         for i, s, e in pieces:
             seg = texts[i][s:e]
             budget = 2 * self.extractor.count_tokens(seg) + 32   # a copy plus room for the marks
-            for run in range(o.k):
-                convs.append(fmt.extraction(seg))
-                params.append(self.extractor.sampling(o.k > 1, budget, seed=o.seed + run if o.k > 1 else None))
+            # The k runs get identical requests: the engine batches them together, they share one
+            # prefill, and each row still draws its own sample.
+            convs += [fmt.extraction(seg)] * o.k
+            params += [self.extractor.sampling(o.k > 1, budget, seed=o.seed if o.k > 1 else None)] * o.k
         outputs = self.extractor.complete(convs, params)
         self.stats.segments += len(pieces)
         self.stats.extraction_prompts += len(convs)

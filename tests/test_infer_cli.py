@@ -58,3 +58,17 @@ def test_no_weights_says_where_it_looked(monkeypatch, tmp_path, capsys):
 def test_labels_are_required(tiny_args):
     with pytest.raises(SystemExit, match="--labels"):
         infer.main(["--text", "x", "--model", "m"])
+
+
+def test_naive_engine_equals_fast_engine_without_constraints(tiny_args, tmp_path):
+    """The auditing switch: the authors' one-at-a-time loop and the batched, prefix-sharing engine
+    agree exactly under greedy decoding once label scoring is switched off."""
+    src = tmp_path / "in.txt"
+    src.write_text("Kobe Bryant played for the Lakers.\nAngela Merkel visited Paris.\n北京是首都。\nshort\n",
+                   encoding="utf-8")
+    outs = []
+    for engine in (["--engine", "naive"], ["--no-constrain", "--batch-size", "4"]):
+        out = tmp_path / f"{engine[0]}.jsonl"
+        assert infer.main(["--input", str(src), "--output", str(out)] + engine + tiny_args) == 0
+        outs.append(out.read_text(encoding="utf-8"))
+    assert outs[0] == outs[1]

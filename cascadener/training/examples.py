@@ -1,0 +1,137 @@
+"""Labelled documents -> chat examples -> token ids with a loss mask.
+
+Extraction: one example per sentence, answered by the sentence with its entities wrapped in ##.
+Classification: one example per gold mention and hierarchy level, with candidate lists rewritten by
+dynamic categorization (geic/categorize.py). Every prompt string comes from prompts.py, so what
+the adapters learn is exactly what infer.py will ask.
+"""
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+from ..data import load_documents
+from ..data.labels import dataset_types, readable, relabel
+from ..geic.categorize import Dynamic, examples as categorized
+from ..geic.hierarchy import UNKNOWN, Hierarchy
+from ..geic.sampling import few_shot
+from ..geic.spans import Document
+from ..prompts import Message, PromptFormat
+from ..tokenizer import IM_END, Tokenizer
+
+# Share of classification examples (besides all "unknown" ones) whose prompt carries the zero-shot
+# hint "If none of them applied, return unknown.": with it on some examples that still have their
+# answer listed, the hint allows "unknown" without giving it away, and without the hint the
+# answer is always on the list, as at inference without --zero-shot.
+HINT_RATE = 0.5
+
+
+@dataclass(frozen=True)
+class ChatExample:
+    messages: list[Message]     # the conversation up to the user's query
+    answer: str                 # what the assistant should reply
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    ids: list[int]
+    loss_mask: list[bool]       # True on the tokens to learn: the answer and its closing <|im_end|>
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_targets(self) -> int:
+        """Tokens the loss is taken on (token t is predicted at position t - 1)."""
+        return sum(self.loss_mask[1:])
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+def on_tree(tree: Hierarchy, name: str) -> bool:
+    try:
+        tree.path(name)
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
+def readable_labels(docs: Sequence[Document], tree: Hierarchy | None) -> list[Document]:
+    """Type codes -> the words the classifier reads (PER -> person). A label the category tree
+    knows stays as it is: readable() would turn e.g. DynamicNER's "non-fiction" into "non fiction"."""
+    names = {c: c if tree is not None and on_tree(tree, c) else readable(c) for c in dataset_types(docs)}
+    return relabel(docs, names)
+
+
+def load_labelled(path: str | Path, tree: Hierarchy | None) -> list[Document]:
+    return readable_labels(load_documents(path), tree)
+
+
+def load_task_data(data: str | Path, categories: str | Path | None, shots: int | None,
+                   seed: int) -> tuple[list[Document], Hierarchy]:
+    """Training documents (optionally a stratified few-shot sample) and the category tree: the
+    given file, else the dataset's own types as one flat level."""
+    tree = Hierarchy.load(categories) if categories else None
+    docs = load_labelled(data, tree)
+    if shots is not None:
+        docs = few_shot(docs, shots, seed)
+    return docs, tree or Hierarchy.flat(dataset_types(docs))
+
+
+# --- chat examples ------------------------------------------------------------------------------
+
+def extraction_examples(docs: Sequence[Document], fmt: PromptFormat) -> list[ChatExample]:
+    return [ChatExample(fmt.extraction(d.text), fmt.extraction_answer(d)) for d in docs]
+
+
+def classification_examples(docs: Sequence[Document], tree: Hierarchy, fmt: PromptFormat, seed: int,
+                            dynamic: Dynamic = Dynamic()) -> list[ChatExample]:
+    rng = random.Random(f"hint-{seed}")
+    out = []
+    for ex in categorized(docs, tree, seed, dynamic):
+        hint = ex.answer == UNKNOWN or rng.random() < HINT_RATE
+        out.append(ChatExample(fmt.classification(ex.text, ex.span, ex.candidates, hint),
+                               fmt.classification_answer(ex.answer)))
+    return out
+
+
+def mentions_on_tree(docs: Sequence[Document], tree: Hierarchy) -> list[Document]:
+    """The documents with every mention whose label the tree does not know left out (warned)."""
+    kept = [replace(d, spans=[s for s in d.spans if on_tree(tree, s.label)]) for d in docs]
+    dropped = sum(len(d.spans) for d in docs) - sum(len(d.spans) for d in kept)
+    if dropped:
+        off = sorted({s.label for d in docs for s in d.spans if not on_tree(tree, s.label)})
+        print(f"warning: {dropped} mentions have labels off the category tree and are left out: "
+              f"{', '.join(off[:10])}", file=sys.stderr)
+    return kept
+
+
+def chat_examples(task: str, docs: Sequence[Document], tree: Hierarchy, fmt: PromptFormat,
+                  seed: int) -> list[ChatExample]:
+    if task == "extract":
+        return extraction_examples(docs, fmt)
+    return classification_examples(mentions_on_tree(docs, tree), tree, fmt, seed)
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+def tokenize(example: ChatExample, tokenizer: Tokenizer) -> TokenizedExample:
+    # The prompt is encoded alone, exactly as the engine encodes it at inference; the answer follows
+    # as its own tokens, closed by <|im_end|>, the stop token the model must learn to emit.
+    end = tokenizer.token_to_id(IM_END)
+    if end is None:
+        raise ValueError(f"the tokenizer has no {IM_END} token: not a ChatML (Qwen2) tokenizer")
+    prompt = tokenizer.encode(tokenizer.apply_chat_template(example.messages, add_generation_prompt=True))
+    answer = tokenizer.encode(example.answer) + [end]
+    return TokenizedExample(prompt + answer, [False] * len(prompt) + [True] * len(answer))
+
+
+def tokenize_all(examples: Sequence[ChatExample], tokenizer: Tokenizer,
+                 max_len: int) -> tuple[list[TokenizedExample], int]:
+    """Tokenized examples no longer than max_len tokens, and how many were longer (left out)."""
+    tokenized = [tokenize(e, tokenizer) for e in examples]
+    kept = [t for t in tokenized if len(t) <= max_len]
+    return kept, len(tokenized) - len(kept)
