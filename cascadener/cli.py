@@ -85,5 +85,5 @@ def load_pipeline(args: argparse.Namespace, demos=()) -> CascadeNER:
     return CascadeNER.load(model=model, extractor=args.extractor, classifier=args.classifier,
                            extractor_adapter=args.extractor_adapter, classifier_adapter=args.classifier_adapter,
                            dtype=DTYPES[args.dtype], batch_size=1 if args.engine == "naive" else args.batch_size,
-                           options=options_from_args(args),
+                           options=options_from_args(args), reuse_prefixes=args.engine != "naive",
                            demos=demos)

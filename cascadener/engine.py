@@ -17,6 +17,7 @@ from .checkpoint import load_model
 from .generation import PrefillCounter, SamplingParams, generate
 from .lora import load_adapter
 from .model import Qwen2
+from .prefix_cache import PrefixCache
 from .scoring import choose, continuation_logprobs
 from .tokenizer import Tokenizer, load_tokenizer
 
@@ -41,17 +42,19 @@ class ChatEngine:
     generation_config: dict
     batch_size: int = 8
     counter: PrefillCounter = field(default_factory=PrefillCounter)
+    prefix_cache: PrefixCache | None = field(default_factory=PrefixCache)   # None: recompute every prompt
 
     @classmethod
     def load(cls, path: str | Path, adapter: str | Path | None = None, dtype: torch.dtype = torch.bfloat16,
-             batch_size: int = 8) -> ChatEngine:
+             batch_size: int = 8, reuse_prefixes: bool = True) -> ChatEngine:
         path = Path(path)
         model = load_model(path, dtype)
         if adapter is not None:
             load_adapter(model, adapter, merge=True)
         gen_file = path / "generation_config.json"
         gen = json.loads(gen_file.read_text()) if gen_file.exists() else {}
-        return cls(model, load_tokenizer(path), gen, batch_size)
+        return cls(model, load_tokenizer(path), gen, batch_size,
+                   prefix_cache=PrefixCache() if reuse_prefixes else None)
 
     def sampling(self, k_sampled: bool, max_new_tokens: int, seed: int | None = None) -> SamplingParams:
         """Greedy, or the checkpoint's own sampling settings (what HF generate() does by default)."""
@@ -81,7 +84,8 @@ class ChatEngine:
             params_i = per[group[0]]
             if params_i.seed is not None:   # a distinct stream per batch, so batches do not repeat each other
                 params_i = replace(params_i, seed=params_i.seed + group[0])
-            gens = generate(self.model, [ids[j] for j in group], params_i, self.pad_id, self.counter)
+            gens = generate(self.model, [ids[j] for j in group], params_i, self.pad_id, self.counter,
+                            self.prefix_cache)
             for j, g in zip(group, gens):
                 out[j] = Completion(self.tokenizer.decode(g.tokens), len(g.tokens), g.finish_reason == "stop")
             i += len(group)
@@ -95,7 +99,7 @@ class ChatEngine:
             convs, opts = conversations[n:n + self.batch_size], answers[n:n + self.batch_size]
             cands = [[self.tokenizer.encode(a) + end for a in o] for o in opts]
             scores = continuation_logprobs(self.model, [self.prompt_ids(c) for c in convs], cands,
-                                           self.pad_id, self.counter)
+                                           self.pad_id, self.counter, self.prefix_cache)
             for o, s in zip(opts, scores):
                 best, probs = choose(s)
                 out.append(Choice(o[best], probs[best]))

@@ -12,6 +12,7 @@ import torch
 
 from .cache import StaticKVCache
 from .model import Qwen2
+from .prefix_cache import PrefixCache, cache_from_prefixes, row_kv
 
 
 @dataclass
@@ -102,29 +103,40 @@ def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
 
 
 def prefill(model: Qwen2, prompts: Sequence[Sequence[int]], extra: int, pad_id: int = 0,
-            counter: PrefillCounter | None = None, min_shared: int = 8) -> tuple[StaticKVCache, torch.Tensor]:
+            counter: PrefillCounter | None = None, prefix_cache: PrefixCache | None = None,
+            min_shared: int = 8) -> tuple[StaticKVCache, torch.Tensor]:
     """Run the prompts through the model into a fresh cache with room for `extra` more tokens.
 
-    A prefix that every prompt shares (the system turn and demonstrations; the whole prompt of k
-    samples) is computed once for one row and copied to all rows; the rest is left-padded after
-    it. The padding then sits between prefix and suffix, which the cache's slot mask handles like
-    any other padding. Returns the cache and the logits (B, V) at each prompt's last token.
+    Nothing is computed twice: a prefix found in `prefix_cache` (the radix tree kept across calls)
+    is copied in, and a prefix that every prompt of the batch shares (the system turn and
+    demonstrations; the whole prompt of k samples) is computed once for one row first. Returns the
+    cache and the logits (B, V) at each prompt's last token.
     """
-    device = model.device
+    keep = prefix_cache is not None
+    tree = prefix_cache if keep else PrefixCache(budget_tokens=sum(map(len, prompts)))
     shared = common_prefix(prompts) if len(prompts) > 1 else 0
-    shared = shared if shared >= min_shared else 0
-    ids, pad_mask = left_pad([p[shared:] for p in prompts], pad_id)
-    ids, pad_mask = ids.to(device), pad_mask.to(device)
-    if shared:
-        cache = StaticKVCache.for_model(model, 1, shared + ids.shape[1] + extra)
-        model(torch.tensor([prompts[0][:shared]], device=device), cache=cache, logits_at=slice(0, 0))
-        cache = cache.select([0] * len(prompts))
-    else:
-        cache = StaticKVCache.for_model(model, len(prompts), ids.shape[1] + extra)
+    computed = 0
+    if shared >= min_shared and tree.match(prompts[0][:shared])[0] < shared:
+        computed += _prefill_rows(model, [prompts[0][:shared]], 0, pad_id, tree, remember=True)[2]
+    cache, logits, n = _prefill_rows(model, prompts, extra, pad_id, tree, remember=keep)
     if counter is not None:
         counter.requested += sum(len(p) for p in prompts)
-        counter.computed += shared + int(pad_mask.sum())
-    return cache, model(ids, cache=cache, pad_mask=pad_mask, logits_at=slice(-1, None))[:, -1]
+        counter.computed += computed + n
+    return cache, logits
+
+
+def _prefill_rows(model: Qwen2, prompts: Sequence[Sequence[int]], extra: int, pad_id: int,
+                  tree: PrefixCache, remember: bool) -> tuple[StaticKVCache, torch.Tensor, int]:
+    # Each prompt keeps at least its last token to compute: its logits start the answer.
+    matches = [tree.match(p[:len(p) - 1]) for p in prompts]
+    ids, pad_mask = left_pad([p[n:] for p, (n, _) in zip(prompts, matches)], pad_id)
+    ids, pad_mask = ids.to(model.device), pad_mask.to(model.device)
+    cache = cache_from_prefixes(model, [pieces for _, pieces in matches], ids.shape[1] + extra)
+    logits = model(ids, cache=cache, pad_mask=pad_mask, logits_at=slice(-1, None))[:, -1]
+    if remember:
+        for row, p in enumerate(prompts):
+            tree.insert(p, row_kv(cache, row))
+    return cache, logits, int(pad_mask.sum())
 
 
 def decode_step(model: Qwen2, tokens: torch.Tensor, alive: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
@@ -134,11 +146,12 @@ def decode_step(model: Qwen2, tokens: torch.Tensor, alive: torch.Tensor, cache: 
 
 @torch.inference_mode()
 def stream(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingParams, pad_id: int = 0,
-           counter: PrefillCounter | None = None) -> Iterator[tuple[int, int]]:
+           counter: PrefillCounter | None = None, prefix_cache: PrefixCache | None = None
+           ) -> Iterator[tuple[int, int]]:
     """Yield (row, token) as tokens are produced; stop tokens are not yielded."""
     device = model.device
     B, V = len(prompts), model.config.vocab_size
-    cache, logits = prefill(model, prompts, params.max_new_tokens, pad_id, counter)
+    cache, logits = prefill(model, prompts, params.max_new_tokens, pad_id, counter, prefix_cache)
     generator = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
     stop = torch.tensor(list(params.stop_ids), dtype=torch.long, device=device)
     seen = torch.zeros(B, V, dtype=torch.bool, device=device)
@@ -163,9 +176,9 @@ def stream(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingParam
 
 
 def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingParams, pad_id: int = 0,
-             counter: PrefillCounter | None = None) -> list[Generation]:
+             counter: PrefillCounter | None = None, prefix_cache: PrefixCache | None = None) -> list[Generation]:
     out = [Generation() for _ in prompts]
-    for row, token in stream(model, prompts, params, pad_id, counter):
+    for row, token in stream(model, prompts, params, pad_id, counter, prefix_cache):
         out[row].tokens.append(token)
     for g in out:
         if len(g.tokens) < params.max_new_tokens:

@@ -14,18 +14,20 @@ import torch
 
 from .generation import PrefillCounter, prefill
 from .model import Qwen2
+from .prefix_cache import PrefixCache
 
 
 @torch.inference_mode()
 def continuation_logprobs(model: Qwen2, prompts: Sequence[Sequence[int]],
                           candidates: Sequence[Sequence[Sequence[int]]], pad_id: int = 0,
-                          counter: PrefillCounter | None = None) -> list[list[float]]:
+                          counter: PrefillCounter | None = None, prefix_cache: PrefixCache | None = None
+                          ) -> list[list[float]]:
     """log p(c | prompt) for every candidate c of every prompt (candidates[i] belong to prompts[i])."""
     if any(not cands or any(not c for c in cands) for cands in candidates):
         raise ValueError("every prompt needs at least one non-empty candidate")
     device = model.device
     width = max(len(c) for cands in candidates for c in cands)
-    cache, first_logits = prefill(model, prompts, width, pad_id, counter)
+    cache, first_logits = prefill(model, prompts, width, pad_id, counter, prefix_cache)
     rows = [i for i, cands in enumerate(candidates) for _ in cands]
     flat = [c for cands in candidates for c in cands]
     ids = torch.full((len(flat), width), pad_id, dtype=torch.long, device=device)

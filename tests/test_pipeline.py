@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cascadener.engine import Choice, Completion
-from cascadener.generation import SamplingParams
+from cascadener.generation import PrefillCounter, SamplingParams
 from cascadener.geic.hierarchy import Hierarchy
 from cascadener.geic.spans import Span
 from cascadener.pipeline import CascadeNER, Options
@@ -157,9 +157,12 @@ def test_engine_answers_do_not_depend_on_batching(tiny_ckpt):
     fmt = get_format("paper")
     convs = [fmt.extraction(t) for t in ("Kobe Bryant played for the Lakers.", "Angela Merkel visited Paris.",
                                          "北京是首都。", "short", "The European Union signed a deal with Japan.")]
-    naive = ChatEngine.load(tiny_ckpt, dtype=torch.float32, batch_size=1)
+    naive = ChatEngine.load(tiny_ckpt, dtype=torch.float32, batch_size=1, reuse_prefixes=False)
     fast = ChatEngine.load(tiny_ckpt, dtype=torch.float32, batch_size=4)
     params = naive.sampling(False, 24)
     a, b = naive.complete(convs, params), fast.complete(convs, params)
     assert [c.text for c in a] == [c.text for c in b] and all(c.tokens > 0 for c in a)
     assert fast.counter.computed < fast.counter.requested == naive.counter.requested == naive.counter.computed
+    fast.counter = PrefillCounter()
+    again = fast.complete(convs, params)                  # now every prompt but its last token is cached
+    assert [c.text for c in again] == [c.text for c in a] and fast.counter.computed == len(convs)

@@ -1,0 +1,127 @@
+"""A radix tree over token prefixes whose nodes own their keys and values (SGLang's RadixAttention idea).
+
+CascadeNER sends many prompts that start alike: the system turn, the instruction and the type list
+are the same for a whole corpus; the sentence is the same for all its mentions. Every prompt that
+has been run leaves its keys/values in the tree; a new prompt starts from the longest prefix
+already there and only its remainder goes through the model.
+
+    root ─ "<|im_start|>system ... Types: person, location ..." ─┬─ "Sentence: Kobe ... Entity: Kobe"
+                                                                  └─ "Sentence: Kobe ... Entity: NBA"
+
+Each edge holds a run of tokens and their KV (layers, 2, kv_heads, n, head_dim). A match that ends
+inside an edge splits it. Least recently used leaves are evicted when the tree holds more than
+`budget_tokens`. Keys carry their rotary position, so a prefix's KV is only valid at the positions
+where it was computed: always 0..n-1 here, because every prompt starts at position 0.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from .cache import StaticKVCache
+
+_clock = itertools.count()
+
+
+@dataclass(eq=False)
+class Node:
+    tokens: tuple[int, ...] = ()
+    kv: torch.Tensor | None = None                 # (layers, 2, kv_heads, len(tokens), head_dim)
+    children: dict[int, Node] = field(default_factory=dict)
+    parent: Node | None = None
+    last_used: int = 0
+
+    def split(self, at: int) -> Node:
+        """Cut this edge after `at` tokens; the head becomes a new parent node, returned."""
+        head = Node(self.tokens[:at], self.kv[:, :, :, :at].clone(), {self.tokens[at]: self}, self.parent,
+                    self.last_used)
+        self.parent.children[self.tokens[0]] = head
+        self.tokens, self.kv, self.parent = self.tokens[at:], self.kv[:, :, :, at:].clone(), head
+        return head
+
+
+class PrefixCache:
+    def __init__(self, budget_tokens: int = 32768):   # ~400 MB of bf16 KV for the 0.5B model
+        self.root = Node()
+        self.budget = budget_tokens
+        self.size = 0                               # tokens held
+
+    def match(self, ids: Sequence[int]) -> tuple[int, list[torch.Tensor]]:
+        """Length of the longest cached prefix of ids, and its KV pieces in order."""
+        node, n, pieces = self.root, 0, []
+        while n < len(ids) and ids[n] in node.children:
+            child = node.children[ids[n]]
+            common = _common(child.tokens, ids[n:])
+            child.last_used = next(_clock)
+            pieces.append(child.kv[:, :, :, :common])
+            n += common
+            if common < len(child.tokens):
+                break
+            node = child
+        return n, pieces
+
+    def insert(self, ids: Sequence[int], kv: torch.Tensor) -> None:
+        """Remember the KV (layers, 2, kv_heads, len(ids), head_dim) of a whole prompt."""
+        node, n = self.root, 0
+        while n < len(ids):
+            child = node.children.get(ids[n])
+            if child is None:
+                leaf = Node(tuple(ids[n:]), kv[:, :, :, n:].clone(), parent=node, last_used=next(_clock))
+                node.children[ids[n]] = leaf
+                self.size += len(leaf.tokens)
+                break
+            common = _common(child.tokens, ids[n:])
+            if common < len(child.tokens):
+                child = child.split(common)
+            child.last_used = next(_clock)
+            node, n = child, n + common
+        self.evict()
+
+    def evict(self) -> None:
+        while self.size > self.budget:
+            leaves = [n for n in self._nodes() if not n.children]
+            victim = min(leaves, key=lambda n: n.last_used)
+            del victim.parent.children[victim.tokens[0]]
+            self.size -= len(victim.tokens)
+
+    def _nodes(self) -> list[Node]:
+        out, stack = [], list(self.root.children.values())
+        while stack:
+            node = stack.pop()
+            out.append(node)
+            stack.extend(node.children.values())
+        return out
+
+
+def _common(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
+def cache_from_prefixes(model, pieces: list[list[torch.Tensor]], extra: int) -> StaticKVCache:
+    """A cache whose row r starts with the concatenated KV pieces of its cached prefix.
+
+    Prefixes of different lengths are right-aligned in the first slots (the holes before a short
+    one are padding), so the uncached remainders can follow, left-padded, as in any batch.
+    """
+    lengths = [sum(p.shape[3] for p in ps) for ps in pieces]
+    width = max(lengths)
+    cache = StaticKVCache.for_model(model, len(pieces), width + extra)
+    for r, (ps, n) in enumerate(zip(pieces, lengths)):
+        if n:
+            kv = torch.cat(ps, dim=3)
+            cache.k[:, r, :, width - n:width] = kv[:, 0]
+            cache.v[:, r, :, width - n:width] = kv[:, 1]
+            cache.valid[r, width - n:width] = True
+    cache.next_pos = torch.tensor(lengths, dtype=torch.long, device=cache.valid.device)
+    cache.length = width
+    return cache
+
+
+def row_kv(cache: StaticKVCache, row: int) -> torch.Tensor:
+    """The KV (layers, 2, kv_heads, n, head_dim) of a row's real tokens, in order."""
+    slots = cache.valid[row, :cache.length].nonzero().flatten()
+    return torch.stack((cache.k[:, row][:, :, slots], cache.v[:, row][:, :, slots]), dim=1)

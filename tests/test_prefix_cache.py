@@ -1,0 +1,51 @@
+"""The radix prefix cache: tree operations, and reuse that never changes what the model computes."""
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings, strategies as st
+
+from cascadener import load_model
+from cascadener.generation import PrefillCounter, prefill
+from cascadener.prefix_cache import PrefixCache
+
+
+def fake_kv(ids) -> torch.Tensor:
+    """KV whose values encode (token, position), so a wrong piece is visible."""
+    t = torch.tensor([[tok * 1000 + pos for pos, tok in enumerate(ids)]], dtype=torch.float32)
+    return t.expand(2, 2, -1)[None, :, :, :, None].expand(1, 2, 2, len(ids), 1).clone()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=8), min_size=1, max_size=8), st.lists(st.integers(0, 3), max_size=8))
+def test_match_returns_the_longest_inserted_prefix_and_its_kv(prompts, query):
+    tree = PrefixCache(budget_tokens=10_000)
+    for p in prompts:
+        tree.insert(p, fake_kv(p))
+    n, pieces = tree.match(query)
+    best = max((next((i for i in range(min(len(p), len(query))) if p[i] != query[i]), min(len(p), len(query)))
+                for p in prompts), default=0)
+    assert n == best
+    got = torch.cat(pieces, dim=3) if pieces else torch.empty(1, 2, 2, 0, 1)
+    assert torch.equal(got, fake_kv(query[:n])) if n else got.shape[3] == 0
+
+
+def test_lru_eviction_keeps_the_budget():
+    tree = PrefixCache(budget_tokens=6)
+    tree.insert([1, 2, 3], fake_kv([1, 2, 3]))
+    tree.insert([1, 2, 4], fake_kv([1, 2, 4]))
+    tree.match([1, 2, 3])                                  # make [.., 3] recent
+    tree.insert([5, 6, 7], fake_kv([5, 6, 7]))
+    assert tree.size <= 6
+    assert tree.match([1, 2, 3])[0] == 3 and tree.match([1, 2, 4])[0] == 2 and tree.match([5, 6, 7])[0] == 3
+
+
+def test_warm_prefill_equals_cold_and_computes_only_the_rest(tiny_ckpt):
+    model = load_model(tiny_ckpt)
+    head = list(range(3, 40))
+    prompts = [head + [50, 51], head + [60], head + [70, 71, 72]]
+    _, cold = prefill(model, prompts, 4)
+    tree, counter = PrefixCache(), PrefillCounter()
+    prefill(model, [head + [99]], 4, prefix_cache=tree)
+    _, warm = prefill(model, prompts, 4, counter=counter, prefix_cache=tree)
+    assert torch.allclose(cold, warm, atol=1e-4)
+    assert counter.computed == 2 + 1 + 3 and counter.requested == sum(map(len, prompts))
