@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 from cascadener.data.tags import SCHEMES
 from cascadener.cli import add_model_args, categories_from_args, demos_from_args, load_pipeline
-from cascadener.data import load_documents, write_jsonl
-from cascadener.data.labels import dataset_types, load_label_map, readable, relabel
+from cascadener.data import write_jsonl
+from cascadener.data.labels import dataset_types, load_label_map, load_labelled
 from cascadener.evaluate import evaluate_files, notes, write_report
 from cascadener.evaluate_model import run
 from cascadener.geic.hierarchy import Hierarchy
@@ -78,14 +78,14 @@ def score_saved(args: argparse.Namespace) -> int:
 
 def run_model(args: argparse.Namespace) -> int:
     try:
-        gold = load_documents(args.data, lang=args.lang, scheme=args.scheme)
         names = load_label_map(args.label_map) if args.label_map else {}
-        gold = relabel(gold, {code: readable(code, names) for code in dataset_types(gold)})
-        tree = categories_from_args(args) or Hierarchy.flat(dataset_types(gold))
+        given = categories_from_args(args)
+        gold = load_labelled(args.data, given, names, lang=args.lang, scheme=args.scheme)
+        tree = given or Hierarchy.flat(dataset_types(gold))
         if args.sample:
             gold = stratified_subset(gold, args.sample, seed=args.seed)
         gold = gold[:args.limit] if args.limit else gold
-        ner = load_pipeline(args, demos=demos_from_args(args, names))
+        ner = load_pipeline(args, demos=demos_from_args(args, tree, names))
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

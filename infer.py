@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Iterator, TextIO
 
 from cascadener import render
-from cascadener.cli import add_model_args, categories_from_args, load_pipeline
+from cascadener.cli import add_model_args, categories_from_args, demos_from_args, load_pipeline
 from cascadener.data.jsonl import to_record
 from cascadener.geic.spans import Document
 from cascadener.locate import WeightsNotFound
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         with (nullcontext(sys.stdin) if args.input == "-" else open(args.input, encoding="utf-8")) as f:
             records = list(read_records(f, args.lang))
     try:
-        ner = load_pipeline(args)
+        ner = load_pipeline(args, demos=demos_from_args(args, tree))
     except WeightsNotFound as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from .data import load_documents
-from .data.labels import dataset_types, readable, relabel
+from .data.labels import load_labelled
 from .geic.hierarchy import Hierarchy
 from .geic.sampling import few_shot
+from .geic.spans import Document
 from .locate import find_checkpoint
 from .pipeline import CascadeNER, Options, default_threads
 from .prompts import FORMATS
@@ -67,13 +67,12 @@ def categories_from_args(args: argparse.Namespace) -> Hierarchy | None:
     return None
 
 
-def demos_from_args(args: argparse.Namespace, names: dict[str, str] | None = None) -> list:
+def demos_from_args(args: argparse.Namespace, tree: Hierarchy | None = None,
+                    names: dict[str, str] | None = None) -> list[Document]:
     """Few-shot demonstrations: a stratified sample (paper eq. 4) of --demos, labels made readable."""
     if not args.demos:
         return []
-    docs = load_documents(args.demos)
-    docs = relabel(docs, {code: readable(code, names) for code in dataset_types(docs)})
-    return few_shot(docs, args.shots, seed=args.seed)
+    return few_shot(load_labelled(args.demos, tree, names), args.shots, seed=args.seed)
 
 
 def load_pipeline(args: argparse.Namespace, demos=()) -> CascadeNER:

@@ -10,7 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..geic.hierarchy import Hierarchy
 from ..geic.spans import Document
+from . import load_documents
 
 READABLE = {
     # CoNLL-2003, WikiANN, MultiCoNER
@@ -54,3 +56,25 @@ def relabel(docs: Sequence[Document], names: dict[str, str]) -> list[Document]:
         return names.get(label, label)
     return [replace(d, spans=[replace(s, label=rename(s.label), path=tuple(rename(p) for p in s.path))
                               for s in d.spans]) for d in docs]
+
+
+def on_tree(tree: Hierarchy, name: str) -> bool:
+    try:
+        tree.path(name)
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
+def readable_labels(docs: Sequence[Document], tree: Hierarchy | None,
+                    overrides: dict[str, str] | None = None) -> list[Document]:
+    """Type codes -> the words the classifier reads (PER -> person). A label the category tree
+    knows stays as it is: readable() would turn e.g. DynamicNER's "non-fiction" into "non fiction"."""
+    names = {c: c if tree is not None and on_tree(tree, c) and c not in (overrides or {})
+             else readable(c, overrides) for c in dataset_types(docs)}
+    return relabel(docs, names)
+
+
+def load_labelled(path: str | Path, tree: Hierarchy | None = None, overrides: dict[str, str] | None = None,
+                  lang: str | None = None, scheme: str = "auto") -> list[Document]:
+    return readable_labels(load_documents(path, lang=lang, scheme=scheme), tree, overrides)

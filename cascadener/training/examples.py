@@ -13,8 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from ..data import load_documents
-from ..data.labels import dataset_types, readable, relabel
+from ..data.labels import dataset_types, load_labelled, on_tree
 from ..geic.categorize import Dynamic, examples as categorized
 from ..geic.hierarchy import UNKNOWN, Hierarchy
 from ..geic.sampling import few_shot
@@ -50,25 +49,6 @@ class TokenizedExample:
 
 
 # --- reading ------------------------------------------------------------------------------------
-
-def on_tree(tree: Hierarchy, name: str) -> bool:
-    try:
-        tree.path(name)
-    except (KeyError, ValueError):
-        return False
-    return True
-
-
-def readable_labels(docs: Sequence[Document], tree: Hierarchy | None) -> list[Document]:
-    """Type codes -> the words the classifier reads (PER -> person). A label the category tree
-    knows stays as it is: readable() would turn e.g. DynamicNER's "non-fiction" into "non fiction"."""
-    names = {c: c if tree is not None and on_tree(tree, c) else readable(c) for c in dataset_types(docs)}
-    return relabel(docs, names)
-
-
-def load_labelled(path: str | Path, tree: Hierarchy | None) -> list[Document]:
-    return readable_labels(load_documents(path), tree)
-
 
 def load_task_data(data: str | Path, categories: str | Path | None, shots: int | None,
                    seed: int) -> tuple[list[Document], Hierarchy]:

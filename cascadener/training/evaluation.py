@@ -1,0 +1,43 @@
+"""Dev-set span F1 of the model being trained, through the inference pipeline itself.
+
+Loss says little about whether the extractor copies faithfully or the classifier picks the right
+type, so the run is judged the way infer.py will use it: greedy decoding with the same prompt
+format. The extractor is scored on unlabelled spans; the classifier labels the gold mentions
+(so its F1 is its accuracy on them, free of extraction errors). Each process decodes its share.
+"""
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from typing import Sequence
+
+from ..engine import ChatEngine
+from ..geic.hierarchy import Hierarchy
+from ..geic.metrics import PRF, score
+from ..geic.spans import Document, Span
+from ..pipeline import CascadeNER, Options
+from .distributed import World
+
+
+def predict(ner: CascadeNER, task: str, docs: Sequence[Document], tree: Hierarchy) -> list[Document]:
+    texts = [d.text for d in docs]
+    if task == "extract":
+        spans = ner.extract(texts)
+    else:
+        spans = ner.classify(texts, [[Span(s.start, s.end) for s in d.spans] for d in docs], tree)
+    return [replace(d, spans=s) for d, s in zip(docs, spans)]
+
+
+def dev_scores(engine: ChatEngine, options: Options, task: str, docs: Sequence[Document], tree: Hierarchy,
+               world: World, precision: AbstractContextManager) -> PRF:
+    model = engine.model
+    model.eval()                        # no LoRA dropout while decoding
+    try:
+        with precision:
+            mine = predict(CascadeNER(engine, engine, options), task, docs[world.rank::world.size], tree)
+    finally:
+        model.train()
+    gold = [d for rank in range(world.size) for d in docs[rank::world.size]]   # the order gather() returns
+    report = score(gold, world.gather(mine))
+    return report.extraction if task == "extract" else report.micro
+

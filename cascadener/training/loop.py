@@ -1,0 +1,297 @@
+"""Supervised fine-tuning with LoRA: the loop and its pieces.
+
+LoRA adapters on a frozen Qwen2, cross-entropy on the answer tokens only, AdamW on the adapters,
+linear warmup then cosine decay, gradient accumulation and clipping, bfloat16 autocast with
+float32 adapter weights, optional per-block gradient checkpointing, periodic dev F1 with the best
+adapter kept, and checkpoints from which a killed run resumes exactly.
+
+Reproducibility is by construction rather than by snapshot: the data order (batches.py), the
+learning rate (lr_at) and the dropout masks (seed_step) are functions of (seed, step, rank), so
+resuming only needs the adapter weights, AdamW's moments and the step counter.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ..checkpoint import load_model
+from ..engine import ChatEngine
+from ..geic.hierarchy import Hierarchy
+from ..geic.sampling import stratified_subset
+from ..geic.spans import Document
+from ..lora import inject, load_adapter, save_adapter
+from ..model import Qwen2
+from ..pipeline import Options
+from ..prompts import get_format
+from ..tokenizer import Tokenizer, load_tokenizer
+from . import distributed
+from .batches import Batch, Plan, collate
+from .checkpointing import (BEST, TrainState, checkpoint_dir, load_training_state, save_best, save_checkpoint,
+                            save_merged)
+from .config import TrainConfig
+from .distributed import World
+from .evaluation import dev_scores
+from ..data.labels import load_labelled
+from .examples import TokenizedExample, chat_examples, load_task_data, tokenize_all
+
+CONFIG_FILE, LOG_FILE, DEV_LOG_FILE = "train_config.json", "train_log.jsonl", "dev_log.jsonl"
+STOP_EXIT = 75      # exit status of a --stop-after "crash"
+
+
+# --- model ----------------------------------------------------------------------------------------
+
+def build_model(cfg: TrainConfig, device: torch.device, adapter: Path | None = None) -> Qwen2:
+    """The base with LoRA adapters: fresh, or those of a checkpoint being resumed. Adapters are
+    created in float32 (the master weights AdamW updates); with bf16 the frozen base is then
+    stored in bfloat16, which halves its memory and is what the matmuls run in anyway."""
+    model = load_model(cfg.base, torch.float32, device)
+    torch.manual_seed(cfg.seed)                     # the same adapter init in every process
+    if adapter is None:
+        inject(model, cfg.lora())
+    else:
+        load_adapter(model, adapter, merge=False)
+    if cfg.dtype == "bf16":
+        for p in model.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(torch.bfloat16)
+    if cfg.grad_checkpoint:
+        checkpoint_blocks(model)
+    return model.train()
+
+
+def checkpoint_blocks(model: Qwen2) -> None:
+    """Keep only each block's input in forward and recompute the rest in backward. The instance
+    attribute shadows Block.forward, so module names (and adapter keys) stay as they are; the
+    recomputation replays the same dropout masks (checkpoint saves the RNG state)."""
+    for block in model.layers:
+        block.forward = partial(checkpoint, block.forward, use_reentrant=False)
+
+
+def precision(cfg: TrainConfig, device: torch.device) -> AbstractContextManager:
+    # Autocast runs the matmuls in bfloat16 and casts the float32 adapters per op; the base is
+    # stored in bfloat16 already, so it is never cast.
+    return torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bf16" else nullcontext()
+
+
+def token_loss_sum(model: Qwen2, batch: Batch) -> torch.Tensor:
+    """Summed cross-entropy over the answer tokens. The LM head (151936 x 896 in the 0.5B model,
+    the largest matmul) runs only at those positions, not at every prompt position."""
+    hidden = model.hidden_states(batch.inputs, pad_mask=batch.pad_mask)       # (B, T, C)
+    logits = model.lm_head(hidden[batch.loss_mask]).float()                   # (N, V)
+    return F.cross_entropy(logits, batch.targets[batch.loss_mask], reduction="sum")
+
+
+# --- one optimizer step ---------------------------------------------------------------------------
+
+def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
+    """Linear warmup over cfg.warmup steps, then cosine decay to min_lr_ratio * lr at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, total - 1 - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def seed_step(seed: int, step: int, rank: int) -> None:
+    """Seed torch's generator (dropout) from (seed, step, rank), so a resumed run draws the same masks."""
+    torch.manual_seed(random.Random(f"dropout-{seed}-{step}-{rank}").getrandbits(63))
+
+
+@dataclass
+class StepResult:
+    loss: float         # mean token loss over the global batch
+    grad_norm: float    # before clipping
+    lr: float
+    tokens: int         # real tokens in the global batch
+    seconds: float      # of this process's forward, backward and update
+
+
+def train_step(model: Qwen2, optimizer: torch.optim.Optimizer, plan: Plan, step: int, total: int,
+               cfg: TrainConfig, world: World) -> StepResult:
+    start = time.perf_counter()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    seed_step(cfg.seed, step, world.rank)
+    n_targets = plan.targets_at(step)
+    loss_sum = 0.0
+    for examples in plan.micro_batches(step, world.rank, world.size):
+        batch = collate(examples, pad_id=0).to(world.device)    # any id: padding is masked out
+        with precision(cfg, world.device):
+            loss = token_loss_sum(model, batch)
+        (loss / n_targets).backward()   # accumulates: the step's gradient is of the global token mean
+        loss_sum += loss.item()
+    loss_sum = world.sum_grads(params, loss_sum)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+    lr = lr_at(step, cfg, total)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss_sum / n_targets, float(grad_norm), lr, plan.tokens_at(step), time.perf_counter() - start)
+
+
+# --- progress -------------------------------------------------------------------------------------
+
+class Progress:
+    """A stderr line and a train_log.jsonl record every log_every steps (main process only).
+    Throughput counts training time only; the ETA extrapolates wall time, evaluations included."""
+
+    def __init__(self, out: Path, world: World, cfg: TrainConfig, start: int, total: int):
+        self.path, self.on, self.every = out / LOG_FILE, world.is_main, cfg.log_every
+        self.start, self.total = start, total
+        self.t0 = time.perf_counter()
+        self.tokens, self.seconds = 0, 0.0          # since the last record
+
+    def step(self, step: int, result: StepResult) -> None:
+        self.tokens, self.seconds = self.tokens + result.tokens, self.seconds + result.seconds
+        if not self.on or (step % self.every and step != self.total):
+            return
+        tokens_per_s = self.tokens / max(self.seconds, 1e-9)
+        eta = (time.perf_counter() - self.t0) / (step - self.start) * (self.total - step)
+        record = {"step": step, "loss": round(result.loss, 6), "lr": result.lr,
+                  "tokens_per_s": round(tokens_per_s, 1), "grad_norm": round(result.grad_norm, 6)}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"step {step}/{self.total}  loss {result.loss:.4f}  lr {result.lr:.2e}  "
+              f"{tokens_per_s:.0f} tok/s  eta {format_seconds(eta)}", file=sys.stderr, flush=True)
+        self.tokens, self.seconds = 0, 0.0
+
+
+def format_seconds(s: float) -> str:
+    h, rest = divmod(int(s), 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop records past `step`: a resumed run logs those steps again."""
+    if path.exists():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        path.write_text("".join(l + "\n" for l in lines if l.strip() and json.loads(l)["step"] <= step),
+                        encoding="utf-8")
+
+
+def note(world: World, message: str) -> None:
+    if world.is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+def check_out_dir(cfg: TrainConfig, out: Path, resuming: bool) -> None:
+    """A fresh run must not overwrite another run's checkpoint; a resumed one must be the same run."""
+    saved = out / CONFIG_FILE
+    if not resuming:
+        if checkpoint_dir(out) is not None:
+            raise SystemExit(f"error: {out} holds a checkpoint of another run: pass --resume to continue "
+                             f"it, or choose another --out")
+        return
+    differences = cfg.trajectory_differences(json.loads(saved.read_text()))
+    if differences:
+        raise SystemExit(f"error: --resume with settings that differ from the run in {out}: "
+                         f"{', '.join(differences)}")
+
+
+@dataclass
+class Data:
+    examples: list[TokenizedExample]
+    tree: Hierarchy                 # the classifier's categories (flat: the data's own types)
+    dev: list[Document]
+    summary: str
+
+
+def load_data(cfg: TrainConfig, tokenizer: Tokenizer) -> Data:
+    docs, tree = load_task_data(cfg.data, cfg.categories, cfg.shots, cfg.seed)
+    chats = chat_examples(cfg.task, docs, tree, get_format(cfg.prompt_format, cfg.system), cfg.seed)
+    examples, too_long = tokenize_all(chats, tokenizer, cfg.max_len)
+    if not examples:
+        raise SystemExit(f"error: no training examples in {cfg.data} (after --shots and --max-len)")
+    dev = stratified_subset(load_labelled(cfg.dev, tree), cfg.dev_sample, cfg.seed) if cfg.dev else []
+    summary = (f"{cfg.task}: {len(examples)} examples from {len(docs)} sentences"
+               f"{f' ({too_long} longer than --max-len left out)' if too_long else ''}, "
+               f"{sum(e.n_targets for e in examples)} answer tokens"
+               f"{f'; labels {tree.roots}' if cfg.task == 'classify' else ''}; {len(dev)} dev sentences")
+    return Data(examples, tree, dev, summary)
+
+
+def train(cfg: TrainConfig) -> TrainState:
+    world = distributed.init()
+    try:
+        return run(cfg, world)
+    finally:
+        distributed.shutdown()
+
+
+def run(cfg: TrainConfig, world: World) -> TrainState:
+    out = Path(cfg.out)
+    tokenizer = load_tokenizer(cfg.base)
+    data = load_data(cfg, tokenizer)
+    ckpt = checkpoint_dir(out) if cfg.resume else None
+    check_out_dir(cfg, out, ckpt is not None)
+    model = build_model(cfg, world.device, ckpt)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = load_training_state(ckpt, optimizer) if ckpt else TrainState()
+    plan = Plan(data.examples, cfg.batch_size, cfg.batch_size * cfg.grad_accum * world.size, cfg.seed)
+    total = cfg.steps or math.ceil(cfg.epochs * plan.steps_per_epoch)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not ckpt:                    # a resumed run is the saved one (checked), and other processes read it
+            (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        truncate_log(out / LOG_FILE, state.step)
+        truncate_log(out / DEV_LOG_FILE, state.step)
+    note(world, f"{data.summary}; {plan.steps_per_epoch} steps per epoch of {plan.global_batch}; "
+                f"{sum(p.numel() for p in params):,} trainable parameters; "
+                f"{'resuming at' if ckpt else 'starting at'} step {state.step} of {total}")
+
+    engine = ChatEngine(model, tokenizer, {}, cfg.batch_size)
+    options = Options(k=1, prompt_format=cfg.prompt_format, system=cfg.system)
+    progress = Progress(out, world, cfg, state.step, total)
+    while state.step < total:
+        result = train_step(model, optimizer, plan, state.step, total, cfg, world)
+        state.step += 1
+        progress.step(state.step, result)
+        if cfg.stop_after == state.step:
+            os._exit(STOP_EXIT)         # a simulated crash: no save, no cleanup
+        if data.dev and (state.step == total or (cfg.eval_every and state.step % cfg.eval_every == 0)):
+            evaluate(cfg, world, engine, options, data, state, out)
+        if world.is_main and (state.step == total or (cfg.save_every and state.step % cfg.save_every == 0)):
+            save_checkpoint(out, model, cfg.lora(), optimizer, state, cfg.base)
+
+    if world.is_main:
+        save_adapter(model, cfg.lora(), out, base=cfg.base)
+        note(world, f"adapter written to {out}" + (f"; best dev F1 {state.best_f1:.4f} at step "
+                                                   f"{state.best_step} in {out / BEST}" if data.dev else ""))
+        if cfg.merge:
+            note(world, f"merged model written to {save_merged(cfg.base, out, out)}")
+    world.barrier()
+    return state
+
+
+def evaluate(cfg: TrainConfig, world: World, engine: ChatEngine, options: Options, data: Data,
+             state: TrainState, out: Path) -> None:
+    start = time.perf_counter()
+    prf = dev_scores(engine, options, cfg.task, data.dev, data.tree, world, precision(cfg, world.device))
+    better = state.best_f1 is None or prf.f1 > state.best_f1
+    if better:
+        state.best_f1, state.best_step = prf.f1, state.step
+    if not world.is_main:
+        return
+    scores = {"step": state.step, "precision": prf.precision, "recall": prf.recall, "f1": prf.f1,
+              "sentences": len(data.dev), "seconds": round(time.perf_counter() - start, 1)}
+    with open(out / DEV_LOG_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(scores) + "\n")
+    note(world, f"dev step {state.step}: P {prf.precision:.4f} R {prf.recall:.4f} F1 {prf.f1:.4f}"
+                f"{' (best)' if better else ''} in {scores['seconds']} s")
+    if better:
+        save_best(out, engine.model, cfg.lora(), cfg.base, scores)
+
