@@ -111,3 +111,54 @@ class StaticKVCache:
         new.valid, new.next_pos = self.valid.index_select(0, rows), self.next_pos.index_select(0, rows)
         new.length, new._start = self.length, self._start
         return new
+
+    # --- Speculative decoding: forget rejected tokens row by row -----------------------------------
+
+    def crop_rows(self, lengths: torch.Tensor | list[int]) -> None:
+        """Forget, in each row r, every slot from `lengths[r]` on (rejected draft tokens).
+
+        Rows of a batch accept drafts of different lengths, so one shared `crop` cannot serve them:
+        a row's forgotten slots become holes that its later tokens never attend to and that do not
+        count towards its positions. The shared length shrinks to the longest row, so slots past
+        every row's end are reused; `crop_rows([n] * batch)` is `crop(n)`.
+        """
+        lengths = torch.as_tensor(lengths, dtype=torch.long, device=self.valid.device)
+        if lengths.shape != (self.batch,) or bool((lengths < 0).any() | (lengths > self.length).any()):
+            raise ValueError(f"cannot crop a cache of length {self.length} to {lengths.tolist()}")
+        slot = torch.arange(self.length, device=self.valid.device)
+        drop = (slot[None, :] >= lengths[:, None]) & self.valid[:, :self.length]
+        self.next_pos -= drop.sum(-1)
+        self.valid[:, :self.length] &= ~drop
+        self.length = int(lengths.max())
+
+    def compact(self) -> None:
+        """Close the holes `crop_rows` leaves: move each row's real slots, in order, to the right
+        end of the first n slots (n = the most any row holds), like a left-padded prompt.
+
+        Keys carry their rotary positions with them, and the causal mask only compares slot order,
+        which the move keeps, so attention sees exactly what it saw before.
+        """
+        n = int(self.valid[:, :self.length].sum(-1).max())
+        # A stable sort of the 0/1 validity puts each row's holes first and its real slots after
+        # them, in their original order; the last n columns are therefore every real slot.
+        order = torch.sort(self.valid[:, :self.length].to(torch.uint8), dim=-1, stable=True).indices
+        keep = order[:, self.length - n:]
+        index = keep[None, :, None, :, None].expand(self.k.shape[0], -1, self.k.shape[2], -1, self.k.shape[4])
+        self.k[:, :, :, :n] = self.k[:, :, :, :self.length].gather(3, index)
+        self.v[:, :, :, :n] = self.v[:, :, :, :self.length].gather(3, index)
+        self.valid[:, :n] = self.valid.gather(1, keep)
+        self.valid[:, n:] = False
+        self.length = n
+
+    def grow(self, max_len: int) -> None:
+        """Reallocate the buffers for `max_len` slots, keeping every slot's contents and state.
+
+        Copy-marking cannot know its output length in advance (it is bounded, but the bound is
+        several times the usual length), so it starts small and grows on demand instead.
+        """
+        if max_len <= self.max_len:
+            return
+        more = max_len - self.max_len
+        self.k = torch.cat([self.k, self.k.new_zeros(*self.k.shape[:3], more, self.k.shape[4])], dim=3)
+        self.v = torch.cat([self.v, self.v.new_zeros(*self.v.shape[:3], more, self.v.shape[4])], dim=3)
+        self.valid = torch.cat([self.valid, self.valid.new_zeros(self.batch, more)], dim=1)

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 
 from .checkpoint import load_model
+from .copydecode import copy_mark
 from .generation import PrefillCounter, SamplingParams, generate
 from .lora import load_adapter
 from .model import Qwen2
@@ -89,6 +90,23 @@ class ChatEngine:
             for j, g in zip(group, gens):
                 out[j] = Completion(self.tokenizer.decode(g.tokens), len(g.tokens), g.finish_reason == "stop")
             i += len(group)
+        return out  # type: ignore[return-value]
+
+    def copy_mark(self, conversations: Sequence[list[dict]], sources: Sequence[str],
+                  params: SamplingParams) -> list[Completion]:
+        """Extraction under the copy constraint: each answer is its source plus `##` marks, decoded
+        with copy-speculation (see cascadener/copydecode). Identical requests stay adjacent, so the
+        k samples of one text share a batch and its prefill."""
+        order = sorted(range(len(sources)), key=lambda i: (len(sources[i]), i))
+        out: list[Completion | None] = [None] * len(sources)
+        for n in range(0, len(order), self.batch_size):
+            group = order[n:n + self.batch_size]
+            seed = None if params.seed is None else params.seed + group[0]
+            results = copy_mark(self.model, self.tokenizer, [self.prompt_ids(conversations[i]) for i in group],
+                                [sources[i] for i in group], temperature=params.temperature, top_k=params.top_k,
+                                top_p=params.top_p, seed=seed, pad_id=self.pad_id, counter=self.counter)
+            for i, r in zip(group, results):
+                out[i] = Completion(r.text, len(r.tokens), r.faithful)
         return out  # type: ignore[return-value]
 
     def choose(self, conversations: Sequence[list[dict]], answers: Sequence[Sequence[str]]) -> list[Choice]:

@@ -29,8 +29,9 @@ class Options:
     prompt_format: str = "paper"
     system: str | None = None         # None = the format's own default
     zero_shot: bool = False           # offer "unknown" (the paper's zero-shot setting)
-    constrain: bool = True            # score the candidate labels (always valid, with a probability)
-                                      # instead of generating free text and matching it
+    constrain: bool = True            # extraction copies the source under a constraint, and labels are
+                                      # scored candidates (always valid, with a probability), instead of
+                                      # free text that is parsed and matched
     seed: int = 0
     max_segment_chars: int = 600      # longer texts are split at sentence ends, offsets mapped back
     label_tokens: int = 16            # generation budget for one label answer
@@ -108,7 +109,11 @@ class CascadeNER:
             # prefill, and each row still draws its own sample.
             convs += [fmt.extraction(seg)] * o.k
             params += [self.extractor.sampling(o.k > 1, budget, seed=o.seed if o.k > 1 else None)] * o.k
-        outputs = self.extractor.complete(convs, params)
+        if o.constrain:     # the output can only be the source plus marks: nothing invented or lost
+            sources = [texts[i][s:e] for i, s, e in pieces for _ in range(o.k)]
+            outputs = self.extractor.copy_mark(convs, sources, params[0] if params else None)
+        else:
+            outputs = self.extractor.complete(convs, params)
         self.stats.segments += len(pieces)
         self.stats.extraction_prompts += len(convs)
         runs_per_text: list[list[list[Span]]] = [[[] for _ in range(o.k)] for _ in texts]
