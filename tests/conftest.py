@@ -18,6 +18,21 @@ def real_checkpoint_dir() -> Path | None:
     return next((p for p in candidates if (p / "config.json").exists()), None)
 
 
+@pytest.fixture(autouse=True)
+def one_thread(request):
+    """Tiny-model tests are all per-operation overhead, and on a busy 2-core machine OpenMP's
+    hand-offs between two threads make each small matmul up to 100x slower. Tests of the real
+    checkpoint keep every thread."""
+    import torch
+    if request.node.get_closest_marker("real"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> Path:
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)

@@ -24,19 +24,6 @@ SOURCES = ["Kobe was in NBA", "Angela Merkel visited Paris and Berlin in June.",
            "C# and \\## x", "  spaced  out ", ""]
 
 
-@pytest.fixture(autouse=True)
-def one_thread(request):
-    """The tiny model is all per-operation overhead, and on a busy 2-core machine OpenMP's
-    hand-offs between two threads make each small matmul up to 100x slower."""
-    if request.node.get_closest_marker("real"):
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(tiny_ckpt):
     return load_model(tiny_ckpt, torch.float32), load_tokenizer(tiny_ckpt)

@@ -55,15 +55,6 @@ def run_train(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           timeout=300, **kwargs)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's matmuls are too small to share: on a busy machine a second thread only waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- the loss -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
