@@ -104,7 +104,8 @@ class ChatEngine:
             seed = None if params.seed is None else params.seed + group[0]
             results = copy_mark(self.model, self.tokenizer, [self.prompt_ids(conversations[i]) for i in group],
                                 [sources[i] for i in group], temperature=params.temperature, top_k=params.top_k,
-                                top_p=params.top_p, seed=seed, pad_id=self.pad_id, counter=self.counter)
+                                top_p=params.top_p, seed=seed, pad_id=self.pad_id, counter=self.counter,
+                                prefix_cache=self.prefix_cache)
             for i, r in zip(group, results):
                 out[i] = Completion(r.text, len(r.tokens), r.faithful)
         return out  # type: ignore[return-value]

@@ -219,7 +219,10 @@ class Qwen2(nn.Module):
         x = self.hidden_states(idx, cache, pad_mask)
         if logits_at is not None:
             x = x[:, logits_at]
-        return self.lm_head(x).float()
+        # A 2-D contiguous input: on CPU in bfloat16 the strided 3-D slice takes a matmul path
+        # up to 40x slower for the same numbers.
+        B, T, C = x.shape
+        return self.lm_head(x.reshape(B * T, C)).view(B, T, -1).float()
 
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None,
                       pad_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -17,7 +17,9 @@ from cascadener import SamplingParams, generate, load_model, load_tokenizer
 from cascadener.cache import StaticKVCache
 from cascadener.copydecode import CopyConstraint, Picker, copy_mark
 from cascadener.copydecode.automaton import HASH
+from cascadener.generation import PrefillCounter
 from cascadener.geic import markup
+from cascadener.prefix_cache import PrefixCache
 from cascadener.prompts import get_format
 
 SOURCES = ["Kobe was in NBA", "Angela Merkel visited Paris and Berlin in June.", "東京は日本の首都です。",
@@ -166,6 +168,17 @@ def test_a_batch_equals_each_row_alone(tiny):
     together = copy_mark(model, tok, prompts, SOURCES)
     for p, s, r in zip(prompts, SOURCES, together):
         assert copy_mark(model, tok, [p], [s])[0].tokens == r.tokens
+
+
+def test_a_prefix_cache_is_reused_and_changes_nothing(tiny):
+    model, tok = tiny
+    prompts = [prompt(tok, s) for s in SOURCES[:3]]
+    fresh = copy_mark(model, tok, prompts, SOURCES[:3])
+    tree, counter = PrefixCache(), PrefillCounter()
+    for _ in range(2):
+        cached = copy_mark(model, tok, prompts, SOURCES[:3], prefix_cache=tree, counter=counter)
+        assert [r.tokens for r in cached] == [r.tokens for r in fresh]
+    assert counter.computed < counter.requested
 
 
 def test_a_budget_cuts_the_copy_short(tiny):

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from ..cache import StaticKVCache
 from ..generation import PrefillCounter, prefill
 from ..model import Qwen2
+from ..prefix_cache import PrefixCache
 from ..tokenizer import Tokenizer
 from .automaton import Allowed, CopyAutomaton, CopyConstraint, CopyState
 
@@ -198,7 +199,8 @@ class _Headless:
 def copy_mark(model: Qwen2, tokenizer: Tokenizer, prompt_ids: Sequence[Sequence[int]], sources: Sequence[str], *,
               speculate: bool = True, n_draft: int = 16, temperature: float = 0.0, top_k: int = 0,
               top_p: float = 1.0, seed: int | None = None, max_new_tokens: int | None = None,
-              pad_id: int | None = None, counter: PrefillCounter | None = None) -> list[CopyResult]:
+              pad_id: int | None = None, counter: PrefillCounter | None = None,
+              prefix_cache: PrefixCache | None = None) -> list[CopyResult]:
     """Mark entities in each source by constrained (and, by default, copy-speculative) decoding.
 
     prompt_ids[i] is the chat prompt (ending in the assistant header) whose answer is sources[i]
@@ -206,8 +208,9 @@ def copy_mark(model: Qwen2, tokenizer: Tokenizer, prompt_ids: Sequence[Sequence[
     once. temperature 0 is greedy; otherwise each row samples with the given top-k/top-p, seeded
     once for the batch. max_new_tokens=None lets every copy finish (the automaton bounds its
     length); a smaller budget may cut a copy short (then `faithful` is False). There is no
-    repetition penalty: a copy repeats the prompt by design. pad_id and counter are as in
-    `generation.generate`.
+    repetition penalty: a copy repeats the prompt by design. pad_id, counter and prefix_cache are
+    as in `generation.prefill` (the prefill is most of a copy's time once speculation has cut the
+    decoding down, so reusing cached prompt prefixes matters here).
     """
     if len(prompt_ids) != len(sources):
         raise ValueError(f"{len(prompt_ids)} prompts for {len(sources)} sources")
@@ -221,7 +224,7 @@ def copy_mark(model: Qwen2, tokenizer: Tokenizer, prompt_ids: Sequence[Sequence[
     picker = Picker(temperature, top_k, top_p, generator)
     pad = constraint.end_id if pad_id is None else pad_id
     # The cache grows on demand (see `_make_room`): start with room for a short copy and two blocks.
-    cache, last = prefill(_Headless(model), prompt_ids, 64 + 2 * (n_draft + 1), pad, counter)
+    cache, last = prefill(_Headless(model), prompt_ids, 64 + 2 * (n_draft + 1), pad, counter, prefix_cache)
     head = model.lm_head.weight
 
     # The prefill's last hidden states give the first token: a plan with nothing to feed.
