@@ -24,12 +24,14 @@ Kernels (bench/bench_kernels.py measures them on this CPU):
 * ``torch.ops.aten._weight_int8pack_mm(x, Q, scale)``: PyTorch's CPU kernel for exactly this
   scheme (x 2-D with contiguous rows, Q (N, K) int8, scale (N,) in x's dtype). It reads the int8
   weights directly, so at one row it streams half the bytes of a bfloat16 ``F.linear``. But it is
-  a matrix-vector kernel: its time grows about linearly with the rows of x, and it loses to the
-  BLAS GEMM past a few of them. Its float32 version is scalar code, slower than
-  the float32 GEMM at any size: float32 activations go through it in bfloat16. In bfloat16 it needs
+  a matrix-vector kernel: its time grows about linearly with the rows of x, and past ~16 rows it
+  loses to the bfloat16 GEMM (AVX512-BF16). Its float32 version is scalar code, slower than the
+  float32 GEMM at any size, so float32 activations go through it in bfloat16 (where it beats the
+  float32 GEMM at every size measured, up to 256 rows). In bfloat16 it needs
   K % 16 == 0: with other K it returns wrong numbers or crashes (torch 2.13).
 * dequantize-on-the-fly ``F.linear(x, Q.to(x.dtype)) * scale``: any shape and dtype, but converts
-  the whole weight every call: the path for many rows (prefill), where the GEMM dominates.
+  the whole weight every call: the path for many rows of bfloat16 (prefill), where the GEMM
+  dominates; there int8 is ~10% slower than bfloat16 weights and saves only memory.
 * ``torch.ao`` dynamic quantization (fbgemm) quantizes the activations too (2-3x the error) and its
   quantized-tensor API is deprecated; it is measured in the benchmark but not used.
 """
@@ -41,7 +43,7 @@ import torch.nn.functional as F
 
 _INT8_MAX = 127
 _HAS_INT8PACK = hasattr(torch.ops.aten, "_weight_int8pack_mm")
-FUSED_MAX_ROWS = 16  # above this many rows of x the GEMM on a dequantized weight wins (bench_kernels.py)
+FUSED_MAX_ROWS = 16  # bfloat16: above this many rows of x the dequantize + GEMM path wins (bench_kernels.py)
 
 
 def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,9 +67,15 @@ def reference(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
     return F.linear(x.float(), dequantize(q, scale), b).to(x.dtype)
 
 
-def uses_fused_kernel(rows: int, in_features: int) -> bool:
-    """Whether `fast` calls `fused_matmul` for x with this many rows (see the module doc)."""
-    return _HAS_INT8PACK and rows <= FUSED_MAX_ROWS and in_features % 16 == 0
+def uses_fused_kernel(rows: int, in_features: int, dtype: torch.dtype) -> bool:
+    """Whether `fast` calls `fused_matmul` for x of this many rows and dtype (see the module doc).
+
+    In float32 always: the float32 GEMM is slower than the fused kernel even at 256 rows. In
+    bfloat16 up to FUSED_MAX_ROWS rows: past that the bfloat16 GEMM wins despite the conversion.
+    """
+    if not _HAS_INT8PACK or in_features % 16:
+        return False
+    return dtype == torch.float32 or rows <= FUSED_MAX_ROWS
 
 
 def fused_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -85,7 +93,8 @@ def dequant_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> tor
 
 
 def fast(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Same contract as `reference`, not bit-identical: `fused_matmul` for few rows, else `dequant_matmul`.
+    """Same contract as `reference`, not bit-identical: `fused_matmul` where `uses_fused_kernel`
+    says so (decode; float32 throughout), else `dequant_matmul` (bfloat16 prefill).
 
     Tolerance against `reference`: on the fused path two bfloat16 roundings, 2^-8 relative to
     sum_k |x_k W_nk| + |b_n| (float32 activations too: they are rounded to bfloat16 on the way in,
@@ -94,7 +103,7 @@ def fast(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tens
     """
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
-    matmul = fused_matmul if uses_fused_kernel(x2.shape[0], shape[-1]) else dequant_matmul
+    matmul = fused_matmul if uses_fused_kernel(x2.shape[0], shape[-1], x.dtype) else dequant_matmul
     y = matmul(x2, q, scale)
     if bias is not None:
         y = y + bias
