@@ -28,7 +28,8 @@ Method (that of shared/tools/hf-baseline-bench.py, applied to both implementatio
   parent waits (up to ``--wait-quiet`` seconds) until other processes use < 10% of the CPUs, and
   it measures their share while the child runs (/proc/stat minus the child's own CPU time). A run
   during which they took more is "contended": it is rerun (``--retries``), and a contended figure
-  is used only when no clean one exists, marked with * in the table.
+  is used only when no clean one exists, marked with * in the table. Ctrl-C stops the run and
+  still prints the summary of the runs finished so far.
 * Memory-bandwidth bound for batch-1 decode: each token must stream every weight except the
   embedding gather (988 MB in bf16 for the 0.5B tied model), so tok/s <= bandwidth / bytes. The
   bound uses the best read bandwidth seen in the run (the most demanding ceiling).
@@ -255,8 +256,9 @@ def table(summaries: list[Summary]) -> list[str]:
 
 def bandwidth_report(summaries: list[Summary], runs: list[dict], probes: list[dict]) -> tuple[list[str], dict]:
     best_bw = max([p["read_GBps"] for p in probes] + [r["probe"]["read_GBps"] for r in runs])
+    when = " and ".join(("start", "end")[:len(probes)])  # an interrupted run has no end probe
     lines = [f"memory bandwidth (torch, 1 GiB): read {', '.join(str(p['read_GBps']) for p in probes)} GB/s, "
-             f"copy {', '.join(str(p['copy_GBps']) for p in probes)} GB/s (probes at the start and end of the run); "
+             f"copy {', '.join(str(p['copy_GBps']) for p in probes)} GB/s ({when} of the run); "
              f"best read seen in the run {best_bw} GB/s"]
     bounds = {}
     for s in summaries:
@@ -337,6 +339,20 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def measure(child_args: list[str], args: argparse.Namespace) -> dict:
+    """One child run in a quiet moment, rerun (up to --retries) while other processes crowded it."""
+    script = str(Path(__file__).resolve())
+    for attempt in range(args.retries + 1):
+        if args.wait_quiet > 0:
+            wait_for_quiet(args.wait_quiet, OTHERS_LIMIT)
+        r = run_child(script, [*child_args, "--model", args.model, "--threads", str(args.threads)], args.threads)
+        if r["others_cpu_share"] <= OTHERS_LIMIT:
+            break
+        print(f"  (other processes took {r['others_cpu_share']:.0%} of the CPUs during "
+              f"{' '.join(child_args[1:])}; attempt {attempt + 1})", flush=True)
+    return r
+
+
 def child_main(args: argparse.Namespace) -> None:
     if args.child == "probe":
         emit(run_probe(args.threads))
@@ -348,31 +364,18 @@ def main() -> None:
     args = parse_args()
     if args.child:
         return child_main(args)
-    script, impls = str(Path(__file__).resolve()), ["ours"] if args.no_hf else list(IMPLS)
-    common = ["--model", args.model, "--threads", str(args.threads)]
+    impls = ["ours"] if args.no_hf else list(IMPLS)
     machine = machine_info()
     print(f"# {machine}\n# model {args.model}; threads {args.threads}; {args.repeats} round(s)", flush=True)
-    def measure(child_args: list[str]) -> dict:
-        """One child run in a quiet moment, rerun while other processes crowded it."""
-        for attempt in range(args.retries + 1):
-            if args.wait_quiet > 0:
-                wait_for_quiet(args.wait_quiet, OTHERS_LIMIT)
-            r = run_child(script, [*child_args, *common], args.threads)
-            if r["others_cpu_share"] <= OTHERS_LIMIT:
-                break
-            print(f"  (other processes took {r['others_cpu_share']:.0%} of the CPUs during "
-                  f"{' '.join(child_args[1:])}; attempt {attempt + 1})", flush=True)
-        return r
-
-    probes = [measure(["--child", "probe"])]
+    probes = [measure(["--child", "probe"], args)]
     print(f"# probe at start: {probes[0]}", flush=True)
     runs = []
     try:
         for rnd, impl, dtype, mode in schedule(args.dtypes, args.modes, impls, args.repeats):
-            r = measure(["--child", impl, "--dtype", dtype, "--mode", mode])
+            r = measure(["--child", impl, "--dtype", dtype, "--mode", mode], args)
             runs.append({**r, "round": rnd})
             print(f"[round {rnd + 1}] {describe(r)}", flush=True)
-        probes.append(measure(["--child", "probe"]))
+        probes.append(measure(["--child", "probe"], args))
         print(f"# probe at end: {probes[1]}; load average now {machine_info()['loadavg_1m']}\n", flush=True)
     except KeyboardInterrupt:  # Ctrl-C: summarise what has finished rather than lose it
         print(f"\n# interrupted: summary of the {len(runs)} run(s) finished so far\n", flush=True)
