@@ -29,7 +29,3 @@ def fast(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     numbers, and each of the reference's seven small ops costs more than its arithmetic.
     """
     return weight * F.rms_norm(x, (x.shape[-1],), eps=eps)
-
-
-if not hasattr(F, "rms_norm"):  # added in torch 2.4; pyproject still allows 2.3
-    fast = reference  # noqa: F811

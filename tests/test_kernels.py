@@ -1,4 +1,5 @@
-"""kernels/: every fast path against its reference, every reference against the model's own module.
+"""kernels/: every fast path against its reference, and each reference against the model's module
+where the model has one (RMSNorm, apply_rope, MLP).
 
 Bit-identical paths are checked with torch.equal; the others against documented tolerances, in
 float32 and bfloat16. Shapes are small (the real ones are in bench/bench_kernels.py).
@@ -102,7 +103,7 @@ def attention_inputs(dtype: torch.dtype, b: int, n_kv: int, n_rep: int, t: int, 
     return q, k, v, causal_pad_mask(valid[:, past:], valid, offset=past)
 
 
-def float32_attention(q, k, v, mask):
+def float32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return attention.reference(q.float(), k.float(), v.float(), mask)
 
 
