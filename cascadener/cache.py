@@ -13,12 +13,14 @@ from typing import Protocol
 
 import torch
 
+from kernels.rope import Tables
+
 
 @dataclass
 class AttentionMeta:
-    """Per-forward data every layer shares: rotary tables (B, T, D) and the boolean mask (B, 1, T, S)."""
-    cos: torch.Tensor
-    sin: torch.Tensor
+    """Per-forward data every layer shares: rotary tables (kernels.rope.Tables) and the boolean
+    mask (B, 1, T, S)."""
+    rope: Tables
     mask: torch.Tensor | None
 
 
@@ -162,3 +164,44 @@ class StaticKVCache:
         self.k = torch.cat([self.k, self.k.new_zeros(*self.k.shape[:3], more, self.k.shape[4])], dim=3)
         self.v = torch.cat([self.v, self.v.new_zeros(*self.v.shape[:3], more, self.v.shape[4])], dim=3)
         self.valid = torch.cat([self.valid, self.valid.new_zeros(self.batch, more)], dim=1)
+
+    def make_room(self, width: int) -> None:
+        """Room for `width` more slots: squeeze out dead slots first, and only when real tokens
+        fill the cache, double it."""
+        if self.length + width > self.max_len:
+            self.compact()
+        if self.length + width > self.max_len:
+            self.grow(max(2 * self.max_len, self.length + width))
+
+    # --- Continuous batching: rows change hands between sequences ------------------------------------
+
+    def release(self, row: int) -> None:
+        """Forget everything `row` holds; its slots become dead (and reclaimable by `compact`)."""
+        self.valid[row] = False
+        self.next_pos[row] = 0
+
+    def place(self, row: int, src: StaticKVCache, src_row: int) -> None:
+        """Give `row` the sequence held in `src_row` of another cache (a fresh prefill), replacing
+        whatever the row held. Its real slots are copied in order so that they end at this cache's
+        shared length, right-aligned like a left-padded prompt: its next token then goes in the
+        next shared slot, and the causal mask, which compares slot order only, stays right."""
+        keep = src.valid[src_row, :src.length].nonzero().flatten()
+        n = len(keep)
+        if n > self.length:
+            self._pad_left(n - self.length)
+        start, end = self.length - n, self.length
+        self.k[:, row, :, start:end] = src.k[:, src_row, :, keep]
+        self.v[:, row, :, start:end] = src.v[:, src_row, :, keep]
+        self.valid[row] = False
+        self.valid[row, start:end] = True
+        self.next_pos[row] = src.next_pos[src_row]
+
+    def _pad_left(self, n: int) -> None:
+        """Shift every row's slots `n` to the right (more left padding), growing if needed."""
+        self.grow(max(self.max_len, self.length + n))
+        length = self.length
+        self.k[:, :, :, n:length + n] = self.k[:, :, :, :length].clone()
+        self.v[:, :, :, n:length + n] = self.v[:, :, :, :length].clone()
+        self.valid[:, n:length + n] = self.valid[:, :length].clone()
+        self.valid[:, :n] = False
+        self.length = length + n

@@ -29,6 +29,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--classifier-adapter", help="PEFT LoRA adapter directory for the classifier")
     g.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--int8", action="store_true", help="weight-only int8 linear layers (faster CPU decode)")
     g.add_argument("--engine", choices=("fast", "naive"), default="fast",
                    help="naive = the authors' loop, for auditing: one prompt at a time, generated until it "
                         "ends, no batching, no shared prefill, no constraints")
@@ -85,4 +86,4 @@ def load_pipeline(args: argparse.Namespace, demos=()) -> CascadeNER:
                            extractor_adapter=args.extractor_adapter, classifier_adapter=args.classifier_adapter,
                            dtype=DTYPES[args.dtype], batch_size=1 if args.engine == "naive" else args.batch_size,
                            options=options_from_args(args), reuse_prefixes=args.engine != "naive",
-                           demos=demos)
+                           demos=demos, int8=args.int8)

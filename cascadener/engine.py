@@ -2,7 +2,8 @@
 
 The pipeline talks to this interface only (text-level requests, no tensors), so the decoding
 machinery under it can change — batching, prefix caching, constraints — without the pipeline
-noticing. This version length-buckets the requests and runs them in batches through `generate`.
+noticing: free generation runs under the continuous-batching scheduler, extraction under the copy
+constraint (copydecode), classification by scoring each offered label (scoring).
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import torch
 
 from .checkpoint import load_model
 from .copydecode import copy_mark
-from .generation import PrefillCounter, SamplingParams, generate
+from .generation import PrefillCounter, SamplingParams
 from .lora import load_adapter
 from .model import Qwen2
 from .prefix_cache import PrefixCache
+from .quantize import quantize_int8
+from .scheduler import generate_continuous
 from .scoring import choose, continuation_logprobs
 from .tokenizer import Tokenizer, load_tokenizer
 
@@ -47,11 +50,14 @@ class ChatEngine:
 
     @classmethod
     def load(cls, path: str | Path, adapter: str | Path | None = None, dtype: torch.dtype = torch.bfloat16,
-             batch_size: int = 8, reuse_prefixes: bool = True) -> ChatEngine:
+             batch_size: int = 8, reuse_prefixes: bool = True, int8: bool = False) -> ChatEngine:
+        """int8: weight-only int8 linears (cascadener.quantize), applied after the adapter is merged."""
         path = Path(path)
         model = load_model(path, dtype)
         if adapter is not None:
             load_adapter(model, adapter, merge=True)
+        if int8:
+            quantize_int8(model)
         gen_file = path / "generation_config.json"
         gen = json.loads(gen_file.read_text()) if gen_file.exists() else {}
         return cls(model, load_tokenizer(path), gen, batch_size,
@@ -70,27 +76,17 @@ class ChatEngine:
 
     def complete(self, conversations: Sequence[list[dict]], params: SamplingParams | Sequence[SamplingParams]
                  ) -> list[Completion]:
-        """One completion per conversation, in input order. params: one for all, or one each."""
+        """One completion per conversation, in input order. params: one for all, or one each.
+
+        Continuous batching (cascadener/scheduler.py): a finished answer's row goes to the next
+        conversation at once. A seeded request gets its own stream, seed + its index, so the k
+        samples of one text differ and no answer depends on the batch it ran in.
+        """
         per = list(params) if isinstance(params, (list, tuple)) else [params] * len(conversations)
-        ids = [self.prompt_ids(c) for c in conversations]
-        # Similar lengths together waste less padding; equal params keep one batch one generate call.
-        order = sorted(range(len(ids)), key=lambda i: (per[i].max_new_tokens, len(ids[i])))
-        out: list[Completion | None] = [None] * len(ids)
-        i = 0
-        while i < len(order):
-            group = [order[i]]
-            while (len(group) < self.batch_size and i + len(group) < len(order)
-                   and per[order[i + len(group)]] == per[order[i]]):
-                group.append(order[i + len(group)])
-            params_i = per[group[0]]
-            if params_i.seed is not None:   # a distinct stream per batch, so batches do not repeat each other
-                params_i = replace(params_i, seed=params_i.seed + group[0])
-            gens = generate(self.model, [ids[j] for j in group], params_i, self.pad_id, self.counter,
-                            self.prefix_cache)
-            for j, g in zip(group, gens):
-                out[j] = Completion(self.tokenizer.decode(g.tokens), len(g.tokens), g.finish_reason == "stop")
-            i += len(group)
-        return out  # type: ignore[return-value]
+        per = [p if p.seed is None else replace(p, seed=p.seed + i) for i, p in enumerate(per)]
+        gens = generate_continuous(self.model, [self.prompt_ids(c) for c in conversations], per,
+                                   self.batch_size, self.pad_id, self.counter, self.prefix_cache)
+        return [Completion(self.tokenizer.decode(g.tokens), len(g.tokens), g.finish_reason == "stop") for g in gens]
 
     def copy_mark(self, conversations: Sequence[list[dict]], sources: Sequence[str],
                   params: SamplingParams) -> list[Completion]:

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from kernels import attention, rmsnorm, rope
+
 from .cache import AttentionMeta, KVCache, causal_pad_mask
 
 
@@ -25,16 +27,16 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in float32, cast back, *then* scale: in bfloat16 the order changes the rounding.
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        # kernels/rmsnorm.py has the line-by-line reference; `fast` is bit-identical to it.
+        return rmsnorm.fast(x, self.weight, self.eps)
 
 
 # --- Rotary position embedding -------------------------------------------------------------------
 # Qwen2 uses the "split halves" convention: dimension i is rotated together with i + head_dim/2
 # (not with its neighbour i+1, as in Meta's complex-number Llama code). The angle table is built in
 # float32 whatever the model dtype, because positions up to 32k times frequencies near 1 lose
-# all precision in bfloat16; only the finished cos/sin are cast to the activation dtype.
+# all precision in bfloat16; only the finished cos/sin are cast to the activation dtype. The rotation
+# itself is kernels/rope.py (reference and a bit-identical fast path).
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
     """cos, sin of shape (B, T, head_dim) for integer positions (B, T)."""
@@ -42,13 +44,6 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: to
     angles = positions.float()[..., None] * inv_freq          # (B, T, head_dim/2)
     emb = torch.cat((angles, angles), dim=-1)                 # (B, T, head_dim)
     return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, H, T, D); cos/sin: (B, T, D)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return x * cos[:, None] + rotated * sin[:, None]
 
 
 # --- Attention -----------------------------------------------------------------------------------
@@ -74,13 +69,13 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)       # (B, H, T, D)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)    # (B, Hkv, T, D)
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, meta.cos, meta.sin), apply_rope(k, meta.cos, meta.sin)
+        q, k = rope.fast(q, meta.rope), rope.fast(k, meta.rope)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)                                      # (B, Hkv, S, D)
         # An explicit mask, never is_causal: with a cache the query block sits at the *end* of the
-        # keys, and SDPA's is_causal aligns it to the top-left corner instead.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=meta.mask,
-                                           enable_gqa=self.n_kv_head != self.n_head)
+        # keys, and SDPA's is_causal aligns it to the top-left corner instead. kernels/attention.py
+        # picks SDPA for prefill and a grouped matmul for decode (bfloat16 SDPA is slow at one query).
+        y = attention.fast(q, k, v, meta.mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
 
 
@@ -235,7 +230,7 @@ class Qwen2(nn.Module):
         else:
             positions, mask = uncached_positions_and_mask(pad_mask)
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
-        meta = AttentionMeta(cos=cos, sin=sin, mask=mask)
+        meta = AttentionMeta(rope=rope.tables(cos, sin), mask=mask)
         for block in self.layers:
             x = block(x, meta, cache)
         return self.norm(x)
@@ -264,11 +259,14 @@ def num_params(model: nn.Module) -> int:
 
 
 def bytes_per_token_decode(model: Qwen2) -> int:
-    """Weight bytes a batch-1 decode step must stream: everything but the embedding gather."""
+    """Weight bytes a batch-1 decode step must stream: every weight once (parameters, and the int8
+    buffers of a quantized model), except the embedding table, of which only one row is gathered
+    unless the LM head reads it too (tied)."""
+    tensors = {t.data_ptr(): t for t in (*model.parameters(), *model.buffers())}.values()
+    total = sum(t.numel() * t.element_size() for t in tensors)
     emb = model.embed_tokens.weight
-    total = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
-    tied = model.lm_head.weight is emb
-    return total - (0 if tied else emb.numel() * emb.element_size())
+    tied = getattr(model.lm_head, "weight", None) is emb
+    return total if tied else total - emb.numel() * emb.element_size()
 
 
-__all__ = ["Qwen2", "Qwen2Config", "ConfigError", "RMSNorm", "rope_cos_sin", "apply_rope", "num_params", "bytes_per_token_decode"]
+__all__ = ["Qwen2", "Qwen2Config", "ConfigError", "RMSNorm", "rope_cos_sin", "num_params", "bytes_per_token_decode"]

@@ -66,14 +66,14 @@ class CascadeNER:
              classifier: str | Path | None = None, extractor_adapter: str | Path | None = None,
              classifier_adapter: str | Path | None = None, dtype: torch.dtype = torch.bfloat16,
              batch_size: int = 8, options: Options | None = None, demos: Sequence[Document] = (),
-             reuse_prefixes: bool = True) -> CascadeNER:
+             reuse_prefixes: bool = True, int8: bool = False) -> CascadeNER:
         """Two checkpoints, or one base with two adapters, or one plain instruct model for both."""
         ext_path, cls_path = extractor or model, classifier or model
         if ext_path is None or cls_path is None:
             raise ValueError("give --model DIR, or both --extractor DIR and --classifier DIR")
-        ext = ChatEngine.load(ext_path, extractor_adapter, dtype, batch_size, reuse_prefixes)
+        ext = ChatEngine.load(ext_path, extractor_adapter, dtype, batch_size, reuse_prefixes, int8)
         same = Path(ext_path) == Path(cls_path) and extractor_adapter == classifier_adapter
-        clf = ext if same else ChatEngine.load(cls_path, classifier_adapter, dtype, batch_size, reuse_prefixes)
+        clf = ext if same else ChatEngine.load(cls_path, classifier_adapter, dtype, batch_size, reuse_prefixes, int8)
         return cls(ext, clf, options or Options(), demos)
 
     def prompt_format(self) -> PromptFormat:

@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
+import torch.nn as nn
 
 from ..cache import StaticKVCache
 from ..generation import PrefillCounter, prefill
+from ..quantize import linear_rows
 from ..model import Qwen2
 from ..prefix_cache import PrefixCache
 from ..tokenizer import Tokenizer
@@ -135,7 +136,7 @@ def _plan(row: _Row, n_draft: int) -> _Plan:
     return _Plan(block, draft, allowed)
 
 
-def _restricted_logits(hidden: torch.Tensor, head: torch.Tensor, allowed: Sequence[Allowed]
+def _restricted_logits(hidden: torch.Tensor, head: nn.Module, allowed: Sequence[Allowed]
                        ) -> tuple[torch.Tensor, list[int]]:
     """Logits (N, U) of the N hidden states over the union U of their allowed sets, -inf outside
     each one's own set; also U's ids, ascending. One union keeps it to one small matmul, and it is
@@ -145,7 +146,7 @@ def _restricted_logits(hidden: torch.Tensor, head: torch.Tensor, allowed: Sequen
     cols = torch.cat([torch.searchsorted(union, a.ids) for a in allowed])
     ok = torch.zeros(len(allowed), len(union), dtype=torch.bool)
     ok[rows, cols] = True
-    logits = F.linear(hidden, head[union.to(head.device)]).float()
+    logits = linear_rows(head, hidden, union.to(hidden.device)).float()
     return logits.masked_fill(~ok.to(logits.device), float("-inf")), union.tolist()
 
 
@@ -164,7 +165,7 @@ def _scan(row: _Row, p: _Plan, scores: torch.Tensor, ids: list[int], picker: Pic
     return i + 1
 
 
-def _decide(rows: Sequence[_Row], plans: dict[int, _Plan], hidden: torch.Tensor, head: torch.Tensor,
+def _decide(rows: Sequence[_Row], plans: dict[int, _Plan], hidden: torch.Tensor, head: nn.Module,
             picker: Picker) -> list[int]:
     """Scan every planned row, reading the hidden states (B, width, C) of the block just run.
     Returns, per row, how many of its fed tokens stay in the cache."""
@@ -223,9 +224,9 @@ def copy_mark(model: Qwen2, tokenizer: Tokenizer, prompt_ids: Sequence[Sequence[
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     picker = Picker(temperature, top_k, top_p, generator)
     pad = constraint.end_id if pad_id is None else pad_id
-    # The cache grows on demand (see `_make_room`): start with room for a short copy and two blocks.
+    # The cache grows on demand (see `StaticKVCache.make_room`): start with room for a short copy and two blocks.
     cache, last = prefill(_Headless(model), prompt_ids, 64 + 2 * (n_draft + 1), pad, counter, prefix_cache)
-    head = model.lm_head.weight
+    head = model.lm_head
 
     # The prefill's last hidden states give the first token: a plan with nothing to feed.
     first = {r: _Plan([], [], [row.automaton.allowed(row.state)]) for r, row in enumerate(rows)}
@@ -234,7 +235,7 @@ def copy_mark(model: Qwen2, tokenizer: Tokenizer, prompt_ids: Sequence[Sequence[
     while not all(row.done for row in rows):
         plans = {r: _plan(row, n_draft) for r, row in enumerate(rows) if not row.done}
         ids, fed = _block(plans, len(rows), pad)
-        _make_room(cache, ids.shape[1])
+        cache.make_room(ids.shape[1])
         start = cache.length
         hidden = model.hidden_states(ids.to(model.device), cache, fed.to(model.device))
         for r in plans:
@@ -244,15 +245,6 @@ def copy_mark(model: Qwen2, tokenizer: Tokenizer, prompt_ids: Sequence[Sequence[
 
     return [CopyResult(constraint.text(row.tokens), row.tokens, row.forward_passes, row.accepted, row.faithful)
             for row in rows]
-
-
-def _make_room(cache: StaticKVCache, width: int) -> None:
-    """Room for a block of `width` slots: squeeze out rejected slots first, and only when real
-    tokens fill the cache, double it."""
-    if cache.length + width > cache.max_len:
-        cache.compact()
-    if cache.length + width > cache.max_len:
-        cache.grow(max(2 * cache.max_len, cache.length + width))
 
 
 def _block(plans: dict[int, _Plan], batch: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
