@@ -177,6 +177,20 @@ def wait_for_quiet(max_wait_s: float, threshold: float = 0.15) -> float:
     return round(busy, 2)
 
 
+class OthersShare:
+    """Share of the CPUs other processes took while a `with` block of this process ran."""
+    value: float = 0.0
+
+    def __enter__(self) -> OthersShare:
+        self._ticks, self._own = _cpu_ticks(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        (total0, busy0), (total1, busy1) = self._ticks, _cpu_ticks()
+        own_ticks = (time.process_time() - self._own) * os.sysconf("SC_CLK_TCK")
+        self.value = round(max(0.0, (busy1 - busy0 - own_ticks) / max(1, total1 - total0)), 3)
+
+
 # --- fresh-subprocess runs -----------------------------------------------------------------------
 
 class ChildError(RuntimeError):

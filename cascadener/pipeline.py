@@ -45,6 +45,7 @@ class Stats:
     classification_prompts: int = 0
     unaligned_marks: int = 0          # marked mentions the parser could not place in the source
     truncated_outputs: int = 0        # extraction outputs cut off by the token budget
+    unfaithful_outputs: int = 0       # extraction outputs that are not the source plus paired marks
     off_list_answers: int = 0         # classifier answers that were not one of the candidates
     seconds: float = 0.0
 
@@ -123,6 +124,7 @@ class CascadeNER:
                 parsed = markup.parse(texts[i][s:e], out.text)
                 self.stats.unaligned_marks += parsed.dropped
                 self.stats.truncated_outputs += not out.finished
+                self.stats.unfaithful_outputs += not parsed.faithful
                 runs_per_text[i][run] += [Span(sp.start + s, sp.end + s) for sp in parsed.spans]
         return [fusion.fuse(runs, min_votes=o.min_votes) for runs in runs_per_text]
 

@@ -100,7 +100,7 @@ def test_render_then_parse_is_the_identity(case):
     text, spans = case
     result = parse(text, render(text, spans))
     assert result.spans == spans
-    assert (result.dropped, result.unpaired) == (0, 0)
+    assert (result.dropped, result.unpaired, result.faithful) == (0, 0, True)
 
 
 # ---- what small models do ----------------------------------------------------------------------
@@ -156,13 +156,21 @@ def test_dropped_word():
     assert surfaces(text, "##Kobe## joined ##Los Angeles Lakers##") == ["Kobe", "Los Angeles Lakers"]
     # a word dropped inside a mention: the span still runs from its first to its last character
     assert surfaces(text, "Kobe Bryant joined the ##Los Lakers##") == ["Los Angeles Lakers"]
+    assert not parse(text, "Kobe Bryant joined the ##Los Lakers##").faithful
 
 
 def test_added_word():
     text = "Kobe joined the Lakers"
     result = parse(text, "##Kobe Bryant## joined the famous ##Lakers##")
     assert [s.surface(text) for s in result.spans] == ["Kobe", "Lakers"]
-    assert result.dropped == 0
+    assert result.dropped == 0 and not result.faithful
+
+
+def test_case_or_whitespace_changes_are_not_faithful():
+    text = "Kobe  was in the NBA"
+    assert not parse(text, "##Kobe## was in the ##NBA##").faithful
+    assert not parse(text, "##Kobe##  was in the ##nba##").faithful
+    assert parse(text, "##Kobe##  was in the ##NBA##").faithful
 
 
 def test_stray_mark_is_ignored_and_counted():
@@ -176,7 +184,7 @@ def test_unbalanced_last_mark():
     text = "Kobe was in NBA"
     result = parse(text, "##Kobe## was in ##NBA")
     assert [s.surface(text) for s in result.spans] == ["Kobe"]
-    assert (result.dropped, result.unpaired) == (0, 1)
+    assert (result.dropped, result.unpaired, result.faithful) == (0, 1, False)
 
 
 def test_marks_inside_a_word():
@@ -191,6 +199,7 @@ def test_hallucinated_empty_and_blank_mentions_are_dropped_and_counted():
     result = parse(text, "He met ##Barack## in ##Paris##")
     assert ([s.surface(text) for s in result.spans], result.dropped) == (["Paris"], 1)
     assert parse(text, "#### He met Obama in ## ##Paris").dropped == 2
+    assert not result.faithful and not parse(text, "#### He met Obama in ## ##Paris").faithful
 
 
 @given(TEXTS, st.text(alphabet=st.sampled_from("#\\ ab\n") | st.characters(), max_size=80))

@@ -40,6 +40,7 @@ class ParseResult:
     spans: list[Span]   # in text order, non-overlapping, trimmed, unlabelled
     dropped: int        # marked mentions that were empty or could not be aligned to the source
     unpaired: int       # marks left without a partner (an odd count) and ignored
+    faithful: bool      # the output is exactly the source plus paired marks: nothing changed or lost
 
 
 def escaped(text: str) -> bool:
@@ -234,4 +235,4 @@ def parse(source_text: str, model_output: str) -> ParseResult:
             dropped += 1
             continue
         spans.append(Span(start, end))
-    return ParseResult(spans, dropped, unpaired)
+    return ParseResult(spans, dropped, unpaired, out == source_text and not unpaired and not dropped)
