@@ -93,13 +93,21 @@ class PrefillCounter:
     computed: int = 0
 
 
-def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
-    """Length of the longest prefix all prompts share, leaving each at least one token of its own."""
-    n = min(len(p) for p in prompts) - 1
-    first = prompts[0]
-    for p in prompts[1:]:
-        n = next((i for i in range(n) if p[i] != first[i]), n)
-    return max(n, 0)
+def shared_prefixes(prompts: Sequence[Sequence[int]], min_shared: int = 8) -> list[list[int]]:
+    """The longest prefixes that two or more prompts share (at least `min_shared` tokens, each
+    leaving its prompts one token of their own), none of them a prefix of another.
+
+    Sorted, prompts sharing a prefix are adjacent, and the longest prefix a prompt shares with any
+    other is its common prefix with a sorted neighbour; so the adjacent pairs find every one.
+    """
+    ordered = sorted(map(list, prompts))
+    found = set()
+    for a, b in zip(ordered, ordered[1:]):
+        n = min(len(a), len(b)) - 1
+        n = next((i for i in range(n) if a[i] != b[i]), n)
+        if n >= min_shared:
+            found.add(tuple(a[:n]))
+    return [list(p) for p in found if not any(len(q) > len(p) and q[:len(p)] == p for q in found)]
 
 
 def prefill(model: Qwen2, prompts: Sequence[Sequence[int]], extra: int, pad_id: int = 0,
@@ -108,21 +116,30 @@ def prefill(model: Qwen2, prompts: Sequence[Sequence[int]], extra: int, pad_id: 
     """Run the prompts through the model into a fresh cache with room for `extra` more tokens.
 
     Nothing is computed twice: a prefix found in `prefix_cache` (the radix tree kept across calls)
-    is copied in, and a prefix that every prompt of the batch shares (the system turn and
-    demonstrations; the whole prompt of k samples) is computed once for one row first. Returns the
-    cache and the logits (B, V) at each prompt's last token.
+    is copied in, and a prefix that several prompts of the batch share (the system turn and
+    demonstrations; one sentence under several mentions; the whole prompt of k samples) is
+    computed once, before the rows, and then copied in like a cached one. Returns the cache and
+    the logits (B, V) at each prompt's last token.
     """
     keep = prefix_cache is not None
     tree = prefix_cache if keep else PrefixCache(budget_tokens=sum(map(len, prompts)))
-    shared = common_prefix(prompts) if len(prompts) > 1 else 0
-    computed = 0
-    if shared >= min_shared and tree.match(prompts[0][:shared])[0] < shared:
-        computed += _prefill_rows(model, [prompts[0][:shared]], 0, pad_id, tree, remember=True)[2]
+    computed = _prefill_shared(model, prompts, pad_id, tree, min_shared)
     cache, logits, n = _prefill_rows(model, prompts, extra, pad_id, tree, remember=keep)
     if counter is not None:
         counter.requested += sum(len(p) for p in prompts)
         counter.computed += computed + n
     return cache, logits
+
+
+def _prefill_shared(model: Qwen2, prompts: Sequence[Sequence[int]], pad_id: int, tree: PrefixCache,
+                    min_shared: int) -> int:
+    """Put the prefixes the prompts share into `tree` (their own shared parts first); returns the
+    tokens computed. The branches are strictly shorter than the prompts, so this terminates."""
+    branches = [b for b in shared_prefixes(prompts, min_shared) if tree.match(b)[0] < len(b)]
+    if not branches:
+        return 0
+    computed = _prefill_shared(model, branches, pad_id, tree, min_shared)
+    return computed + _prefill_rows(model, branches, 0, pad_id, tree, remember=True)[2]
 
 
 def _prefill_rows(model: Qwen2, prompts: Sequence[Sequence[int]], extra: int, pad_id: int,

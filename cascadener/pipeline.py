@@ -135,9 +135,11 @@ class CascadeNER:
         fmt, o = self.prompt_format(), self.options
         paths: dict[tuple[int, int], tuple[str, ...]] = {}
         probs: dict[tuple[int, int], float] = {}
+        history: dict[tuple[int, int], list[tuple[list[str], str]]] = {}   # what each mention was asked
         frontier = [(i, j, tree.roots) for i, ss in enumerate(spans) for j in range(len(ss))]
         while frontier:
-            convs = [fmt.classification(texts[i], spans[i][j], cands, o.zero_shot) for i, j, cands in frontier]
+            convs = [fmt.classification(texts[i], spans[i][j], cands, o.zero_shot, history.get((i, j), ()))
+                     for i, j, cands in frontier]
             options = [list(cands) + ([UNKNOWN] if o.zero_shot else []) for _, _, cands in frontier]
             answers = self.answer(convs, options)
             self.stats.classification_prompts += len(convs)
@@ -150,6 +152,7 @@ class CascadeNER:
                     paths[(i, j)] = path or (UNKNOWN,)       # stop here; keep what the coarser levels said
                     continue
                 paths[(i, j)] = path + (label,)
+                history.setdefault((i, j), []).append((list(cands), label))
                 if p is not None:                            # the probability of the whole path
                     probs[(i, j)] = probs.get((i, j), 1.0) * p
                 children = tree.children(paths[(i, j)])   # by path: names repeat across levels

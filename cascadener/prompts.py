@@ -12,7 +12,14 @@ Three formats:
   few-shot demonstrations (chosen by the stratified sampler) as earlier chat turns.
 * ``prefix``  — the project's own format for its adapters: everything shared comes first
   (instruction, type list, plain sentence) and the per-mention part last, so a prefix cache can
-  reuse the rest across the mentions of a sentence and the sentences of a corpus.
+  reuse the rest across the mentions of a sentence and the sentences of a corpus. Down a category
+  tree the classification is one conversation: each finer level is a follow-up turn offering the
+  children of the previous answer, so a level's prompt extends the one before it and reuses all
+  of it.
+
+A classification prompt may receive the `history` of one mention's walk down the tree so far,
+((candidates, answer) per coarser level); the paper and instruct formats ask every level afresh,
+as the authors do, and ignore it.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from .geic import markup
 from .geic.spans import Document, Span
 
 Message = dict[str, str]
+History = Sequence[tuple[Sequence[str], str]]   # (candidates offered, answer given) per coarser level
 PAPER_SYSTEM = "You are a helpful assistant."
 UNKNOWN = "unknown"
 ZERO_SHOT_HINT = "If none of them applied, return unknown."
@@ -56,7 +64,8 @@ class PromptFormat:
     def extraction(self, text: str) -> list[Message]:
         raise NotImplementedError
 
-    def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool) -> list[Message]:
+    def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool,
+                       history: History = ()) -> list[Message]:
         raise NotImplementedError
 
     def extraction_answer(self, doc: Document) -> str:
@@ -74,7 +83,8 @@ class PaperFormat(PromptFormat):
     def extraction(self, text: str) -> list[Message]:
         return chat(self.system, (), text)
 
-    def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool) -> list[Message]:
+    def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool,
+                       history: History = ()) -> list[Message]:
         marked = markup.render(text, [Span(span.start, span.end)])
         query = (f'The ##{span.surface(text)}## in the sentence: "{marked}" belongs to which entity in the list: '
                  f'{", ".join(candidates)}?')
@@ -97,7 +107,8 @@ class InstructFormat(PromptFormat):
         turns = [(d.text, markup.render(d.text, d.spans)) for d in self.demos]
         return chat(EXTRACT_INSTRUCTION if self.system is None else self.system, turns, text)
 
-    def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool) -> list[Message]:
+    def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool,
+                       history: History = ()) -> list[Message]:
         options = list(candidates) + ([UNKNOWN] if zero_shot else [])
         instruction = ("Classify the entity marked with ## in the sentence. Answer with exactly one type "
                        f"from this list and nothing else: {', '.join(options)}.")
@@ -121,12 +132,15 @@ class PrefixFormat(PromptFormat):
     def extraction(self, text: str) -> list[Message]:
         return chat(self.system, (), f"Mark the named entities with ##.\nSentence: {text}")
 
-    def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool) -> list[Message]:
+    def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool,
+                       history: History = ()) -> list[Message]:
         hint = f" {ZERO_SHOT_HINT}" if zero_shot else ""
         k, n = occurrence(text, span)
         where = f" (occurrence {k} of {n})" if n > 1 else ""
-        return chat(self.system, (), f"Types: {', '.join(candidates)}.{hint}\nSentence: {text}\n"
-                                     f"Entity: {span.surface(text)}{where}")
+        lists = [c for c, _ in history] + [candidates]
+        asks = [f"Types: {', '.join(c)}.{hint}" for c in lists]
+        asks[0] += f"\nSentence: {text}\nEntity: {span.surface(text)}{where}"
+        return chat(self.system, list(zip(asks, [a for _, a in history])), asks[-1])
 
 
 FORMATS: dict[str, type[PromptFormat]] = {f.name: f for f in (PaperFormat, InstructFormat, PrefixFormat)}

@@ -2,10 +2,10 @@ import random
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from cascadener.geic.categorize import (Dynamic, Example, examples, make_unknown, merge_other,
-                                        mix_granularity, reduce_options, use_synonyms)
+                                        mention_path, mix_granularity, reduce_options, use_synonyms)
 from cascadener.geic.hierarchy import UNKNOWN, Hierarchy
 from cascadener.geic.spans import Document, Span
 
@@ -30,11 +30,25 @@ def test_static_examples_follow_the_cascade():
     out = examples(DOCS, H, seed=0, dynamic=Dynamic.static())
     assert out[:3] == [
         Example(DOCS[0].text, DOCS[0].spans[0], 1, tuple(CANDS), "person"),
-        Example(DOCS[0].text, DOCS[0].spans[0], 2, ("real person", "fictional figure"), "real person"),
-        Example(DOCS[0].text, DOCS[0].spans[0], 3, ("politician", "athlete"), "politician")]
+        Example(DOCS[0].text, DOCS[0].spans[0], 2, ("real person", "fictional figure"), "real person",
+                ((tuple(CANDS), "person"),)),
+        Example(DOCS[0].text, DOCS[0].spans[0], 3, ("politician", "athlete"), "politician",
+                ((tuple(CANDS), "person"), (("real person", "fictional figure"), "real person")))]
     # one example per level of each path: politician 3, city 2, airport 3, other figure 3, road 3
     assert len(out) == 14
     assert [(e.level, e.answer) for e in out if e.span == Span(14, 19, "city")] == [(1, "location"), (2, "city")]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000))
+def test_every_history_is_a_walk_down_the_mentions_path(seed):
+    """Whatever the rewrites, an example's history names the path's nodes in order, each offered
+    in its level's list: the conversation the cascade would have had before this level."""
+    for e in examples(DOCS, H, seed=seed, dynamic=Dynamic(mix=0.5, reduce=0.5, merge=0.5, synonym=0.5, unknown=0.5)):
+        path = mention_path(e.span, H)
+        assert len(e.history) == e.level - 1
+        assert [a for _, a in e.history] == list(path[:e.level - 1])
+        assert all(a in cands for cands, a in e.history)
 
 
 def test_unknown_gold_label_is_an_error():

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
 from cascadener import SamplingParams, generate, load_model, load_tokenizer, stream
-from cascadener.generation import PrefillCounter, apply_repetition_penalty, sample_next
+from cascadener.generation import PrefillCounter, apply_repetition_penalty, sample_next, shared_prefixes
 from cascadener.scoring import continuation_logprobs
 
 REAL_GOLDEN = Path(__file__).parent / "fixtures" / "real_golden.json"
@@ -132,6 +133,46 @@ def test_shared_prefix_is_computed_once_and_changes_nothing(tiny):
     assert counter.computed == len(head) + sum(len(p) - len(head) for p in prompts)
     for p, g in zip(prompts, shared):
         assert generate(model, [p], params)[0].tokens == g.tokens
+
+
+def test_prefixes_shared_by_some_rows_are_computed_once_each(tiny):
+    """Two sentences under one system turn, several mentions each: the system turn once, each
+    sentence once, then only what is each prompt's own."""
+    model, tok = tiny
+    head = tok.encode("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
+    sentences = [tok.encode(" Angela Merkel visited Paris and Berlin in June."),
+                 tok.encode(" The European Union signed a deal with Japan.")]
+    tails = [tok.encode(t) for t in (" Angela", " Paris", " Berlin")]
+    prompts = [head + s + t for s in sentences for t in tails]
+    params = SamplingParams(max_new_tokens=4, vocab_limit=tok.vocab_size)
+    counter = PrefillCounter()
+    shared = generate(model, prompts, params, counter=counter)
+    common = [len(head) + len(s) + _common_len(tails) for s in sentences]
+    assert counter.computed == len(head) + sum(c - len(head) for c in common) + sum(
+        len(p) - c for p, c in zip(prompts, [c for c in common for _ in tails]))
+    for p, g in zip(prompts, shared):
+        assert generate(model, [p], params)[0].tokens == g.tokens
+
+
+def _common_len(seqs):
+    n = min(map(len, seqs))
+    return next((i for i in range(n) if len({tuple(s[:i + 1]) for s in seqs}) > 1), n)
+
+
+@given(st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=12), min_size=1, max_size=8), st.integers(1, 4))
+def test_shared_prefixes_are_maximal_strict_and_shared(prompts, min_shared):
+    found = shared_prefixes(prompts, min_shared)
+    for p in found:
+        assert len(p) >= min_shared
+        users = [q for q in prompts if len(q) > len(p) and q[:len(p)] == p]
+        assert len(users) >= 2                                      # shared, and strictly shorter
+        assert not any(q != p and q[:len(p)] == p for q in found)   # maximal
+    for i, a in enumerate(prompts):                                 # complete
+        for b in prompts[i + 1:]:
+            n = _common_len([a, b])
+            n = min(n, len(a) - 1, len(b) - 1)
+            if n >= min_shared:
+                assert any(len(p) >= n and p[:n] == a[:n] for p in found)
 
 
 def test_continuation_logprobs_equal_a_full_forward(tiny):

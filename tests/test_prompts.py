@@ -52,6 +52,29 @@ def test_prefix_format_shares_everything_but_the_mention(tiny_tokenizer):
     assert "occurrence 1 of 2" in a
 
 
+@pytest.mark.parametrize("zero_shot", [False, True])
+def test_prefix_format_walks_down_the_tree_as_one_conversation(tiny_tokenizer, zero_shot):
+    """Each finer level's prompt is the coarser prompt, its answer, and a follow-up turn: the
+    whole coarser prompt is a prefix a cache can reuse, and the answer is what the model said."""
+    fmt = get_format("prefix")
+    walk = [(["person", "location"], "location"), (["city", "country"], "city"), (["capital", "town"], None)]
+    prompts, history = [], []
+    for cands, answer in walk:
+        prompts.append(render(tiny_tokenizer, fmt.classification(TEXT, Span(12, 15), cands, zero_shot, history)))
+        history.append((cands, answer))
+    for coarse, fine, (_, answer) in zip(prompts, prompts[1:], walk):
+        assert fine.startswith(coarse + answer + IM_END)
+    hint = f" {ZERO_SHOT_HINT}" if zero_shot else ""
+    assert prompts[1].endswith(f"{IM_START}user\nTypes: city, country.{hint}{IM_END}\n{IM_START}assistant\n")
+    assert prompts[0].count("Sentence: ") == prompts[2].count("Sentence: ") == 1
+
+
+def test_paper_format_asks_every_level_afresh():
+    fmt = get_format("paper")
+    plain = fmt.classification(TEXT, KOBE2, ["city", "country"], False)
+    assert fmt.classification(TEXT, KOBE2, ["city", "country"], False, [(["person", "location"], "location")]) == plain
+
+
 def test_instruct_format_uses_demos_as_turns(tiny_tokenizer):
     demo = Document("Paris is big", [Span(0, 5, "location")])
     fmt = get_format("instruct", demos=[demo])

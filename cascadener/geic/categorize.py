@@ -35,6 +35,7 @@ class Example:
     level: int                   # hierarchy level the list was built for (1 = roots)
     candidates: tuple[str, ...]
     answer: str                  # one of candidates, or UNKNOWN when it is not offered
+    history: tuple[tuple[tuple[str, ...], str], ...] = ()   # (candidates, answer) at the coarser levels
 
 
 @dataclass(frozen=True)
@@ -123,12 +124,18 @@ def mention_path(span: Span, hierarchy: Hierarchy) -> tuple[str, ...]:
 
 def examples(docs: Sequence[Document], hierarchy: Hierarchy, seed: int,
              dynamic: Dynamic = Dynamic()) -> list[Example]:
-    """One example per gold mention per level of its path, in document and text order."""
+    """One example per gold mention per level of its path, in document and text order.
+
+    Each example also carries the walk down to its level as the cascade would have taken it: the
+    lists and answers of the coarser levels (an answer that a rewrite moved off the path, to a
+    bucket, a synonym, a finer node or UNKNOWN, is recorded as the plain list and the path's node,
+    since the cascade goes deeper only after answering a node of the path)."""
     rng = random.Random(seed)
     out: list[Example] = []
     for doc in docs:
         for span in sorted(doc.spans):
             path = mention_path(span, hierarchy)
+            walk: list[tuple[tuple[str, ...], str]] = []
             for level in range(1, len(path) + 1):
                 parent = path[:level - 1]
                 cands = hierarchy.children(parent)
@@ -147,5 +154,7 @@ def examples(docs: Sequence[Document], hierarchy: Hierarchy, seed: int,
                     cands, answer = make_unknown(cands, answer)
                 if dynamic.shuffle:
                     rng.shuffle(cands)
-                out.append(Example(doc.text, span, level, tuple(cands), answer))
+                out.append(Example(doc.text, span, level, tuple(cands), answer, tuple(walk)))
+                node = path[level - 1]
+                walk.append((tuple(cands), node) if answer == node else (tuple(hierarchy.children(parent)), node))
     return out

@@ -73,7 +73,7 @@ def classification_examples(docs: Sequence[Document], tree: Hierarchy, fmt: Prom
     out = []
     for ex in categorized(docs, tree, seed, dynamic):
         hint = ex.answer == UNKNOWN or rng.random() < HINT_RATE
-        out.append(ChatExample(fmt.classification(ex.text, ex.span, ex.candidates, hint),
+        out.append(ChatExample(fmt.classification(ex.text, ex.span, ex.candidates, hint, ex.history),
                                fmt.classification_answer(ex.answer)))
     return out
 
