@@ -38,12 +38,16 @@ def continuation_logprobs(model: Qwen2, prompts: Sequence[Sequence[int]],
     # Right padding: each candidate's tokens come first, so none of them ever sees a pad slot.
     cache = cache.select(rows)
     hidden = model.hidden_states(ids[:, :-1], cache=cache, pad_mask=mask[:, :-1]) if width > 1 else None
-    first = torch.log_softmax(first_logits.float(), -1)[rows]                     # (R, V) predicts token 0
-    scores = first.gather(1, ids[:, :1]).squeeze(1)
+    first = torch.log_softmax(first_logits.float(), -1)                           # (B, V) predicts token 0
+    scores = first[torch.tensor(rows, device=device), ids[:, 0]]
     if hidden is not None:
-        later = torch.log_softmax(model.lm_head(hidden).float(), -1)             # (R, width-1, V)
-        token_lp = later.gather(2, ids[:, 1:, None]).squeeze(2)
-        scores = scores + (token_lp * mask[:, 1:]).sum(1)
+        # The head only where a candidate token is predicted: with labels of unequal length most
+        # of the (R, width-1) grid is padding, and the full-vocabulary head is the costly part.
+        real = mask[:, 1:]
+        later = torch.log_softmax(model.lm_head(hidden[real]).float(), -1)          # (N, V)
+        token_lp = torch.zeros(real.shape, dtype=later.dtype, device=device)
+        token_lp[real] = later.gather(1, ids[:, 1:][real][:, None]).squeeze(1)
+        scores = scores + token_lp.sum(1)
     out, r = [], 0
     for cands in candidates:
         out.append(scores[r:r + len(cands)].tolist())
