@@ -60,13 +60,16 @@ class LoRAConfig:
 
 
 class LoRALinear(nn.Module):
+    """y = base(x) + B(A(dropout(x))) * scale. The adapters are float32 whatever the base's dtype:
+    they are the master weights AdamW updates, and they merge into the base in float32."""
+
     def __init__(self, base: nn.Linear, r: int, scale: float, dropout: float):
         super().__init__()
         self.base = base
         self.scale = scale
         self.dropout = nn.Dropout(dropout)
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=base.weight.dtype, device=base.weight.device))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=base.weight.dtype, device=base.weight.device))
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=torch.float32, device=base.weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=torch.float32, device=base.weight.device))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))   # PEFT's init: B = 0 makes the start exact
         self.merged = False
 
@@ -74,7 +77,9 @@ class LoRALinear(nn.Module):
         y = self.base(x)
         if self.merged:
             return y
-        return y + F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B) * self.scale
+        # under bf16 autocast the two small matmuls run in bfloat16; without it, in float32
+        h = F.linear(F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A), self.lora_B)
+        return y + (h * self.scale).to(y.dtype)
 
     def delta(self) -> torch.Tensor:
         return (self.lora_B.float() @ self.lora_A.float() * self.scale).to(self.base.weight.dtype)

@@ -54,18 +54,15 @@ STOP_EXIT = 75      # exit status of a --stop-after "crash"
 
 def build_model(cfg: TrainConfig, device: torch.device, adapter: Path | None = None) -> Qwen2:
     """The base with LoRA adapters: fresh, or those of a checkpoint being resumed. Adapters are
-    created in float32 (the master weights AdamW updates); with bf16 the frozen base is then
-    stored in bfloat16, which halves its memory and is what the matmuls run in anyway."""
-    model = load_model(cfg.base, torch.float32, device)
+    float32 (the master weights AdamW updates, see lora.LoRALinear); with bf16 the frozen base is
+    loaded straight in bfloat16, which halves its memory (never a float32 copy, even briefly) and
+    is what the matmuls run in anyway."""
+    model = load_model(cfg.base, torch.bfloat16 if cfg.dtype == "bf16" else torch.float32, device)
     torch.manual_seed(cfg.seed)                     # the same adapter init in every process
     if adapter is None:
         inject(model, cfg.lora())
     else:
         load_adapter(model, adapter, merge=False)
-    if cfg.dtype == "bf16":
-        for p in model.parameters():
-            if not p.requires_grad:
-                p.data = p.data.to(torch.bfloat16)
     if cfg.grad_checkpoint:
         checkpoint_blocks(model)
     return model.train()
