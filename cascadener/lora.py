@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -166,6 +168,24 @@ def load_adapter(model: nn.Module, path: str | Path, merge: bool = True) -> LoRA
 def merge_all(model: nn.Module) -> None:
     for m in lora_layers(model).values():
         m.merge()
+
+
+@contextmanager
+def merged(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the model at plain speed with every adapter folded into a *copy* of its base weight,
+    and put the untouched originals back afterwards. (merge then unmerge would round a bfloat16
+    base twice and drift it a little at every evaluation of a training run.)"""
+    layers = list(lora_layers(model).values())
+    originals = [m.base.weight for m in layers]
+    try:
+        with torch.no_grad():
+            for m in layers:
+                m.base.weight = nn.Parameter(m.base.weight + m.delta(), requires_grad=False)
+                m.merged = True
+        yield model
+    finally:
+        for m, w in zip(layers, originals):
+            m.base.weight, m.merged = w, False
 
 
 def strip_adapters(model: nn.Module) -> None:

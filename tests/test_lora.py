@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from cascadener import load_model
-from cascadener.lora import (AdapterError, LoRAConfig, inject, load_adapter, lora_layers, merge_all,
+from cascadener.lora import (AdapterError, LoRAConfig, inject, load_adapter, lora_layers, merge_all, merged,
                              save_adapter)
 
 
@@ -41,6 +41,24 @@ def test_merge_equals_unmerged_and_unmerge_restores(tiny_ckpt):
     for m in lora_layers(model).values():
         m.unmerge()
     assert torch.allclose(model.layers[0].mlp.up_proj.base.weight, base_w, atol=1e-6)
+
+
+def test_merged_runs_as_unmerged_and_leaves_a_bf16_base_bit_identical(tiny_ckpt):
+    model = load_model(tiny_ckpt, torch.bfloat16)
+    inject(model, LoRAConfig(r=4, lora_alpha=8, lora_dropout=0.0))
+    randomise(model)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    ids = torch.tensor([[7, 8, 9, 10]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        unmerged = model(ids)
+    for _ in range(3):                                # as a training run evaluates again and again
+        with torch.no_grad(), merged(model):
+            assert all(m.merged for m in lora_layers(model).values())
+            fast = model(ids)
+    assert (fast - unmerged).abs().max() < 0.05 * unmerged.abs().max()     # bf16 rounding apart
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert not any(m.merged for m in lora_layers(model).values())
+    assert all(p.requires_grad == (".lora_" in n) for n, p in model.named_parameters())
 
 
 def test_peft_layout_round_trip(tiny_ckpt, tmp_path):

@@ -277,7 +277,7 @@ def run(cfg: TrainConfig, world: World) -> TrainState:
 def evaluate(cfg: TrainConfig, world: World, engine: ChatEngine, options: Options, data: Data,
              state: TrainState, out: Path) -> None:
     start = time.perf_counter()
-    prf = dev_scores(engine, options, cfg.task, data.dev, data.tree, world, precision(cfg, world.device))
+    prf = dev_scores(engine, options, cfg.task, data.dev, data.tree, world)
     better = state.best_f1 is None or prf.f1 > state.best_f1
     if better:
         state.best_f1, state.best_step = prf.f1, state.step
