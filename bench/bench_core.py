@@ -8,6 +8,10 @@ One command, one run, ratios at the end:
 
 Method (that of shared/tools/hf-baseline-bench.py, applied to both implementations):
 
+* ours is the model as the engine runs it (cascadener.fastlinear.prepare_for_inference): bf16 or
+  fp32 weights with the linears reordered once for oneDNN (`--plain-linears`: plain F.linear), or
+  with `--int8` weight-only int8 linears. HF is AutoModelForCausalLM in the same dtype.
+
 * prefill: one forward over a 256-token prompt at batch 1 with logits for the last position only,
   as generate() does (ours: ``model(ids, logits_at=slice(-1, None))``; HF: ``logits_to_keep=1``).
   Two warm-up forwards, then the best of 3.
@@ -79,15 +83,18 @@ class Backend(Protocol):
 
 
 class Ours:
-    def __init__(self, model_dir: str, dtype: torch.dtype, int8: bool = False) -> None:
+    def __init__(self, model_dir: str, dtype: torch.dtype, int8: bool = False, plain: bool = False) -> None:
         from cascadener import load_model
+        from cascadener.fastlinear import prepare_for_inference, quantize_int8
         from cascadener.model import bytes_per_token_decode
-        from cascadener.quantize import quantize_int8
 
+        # The model as the engine runs it (ChatEngine.load): linears int8, or oneDNN-packed.
         self.model = load_model(model_dir, dtype)
         if int8:
             quantize_int8(self.model)
-        self.weight_bytes_per_token = bytes_per_token_decode(self.model)
+        self.weight_bytes_per_token = bytes_per_token_decode(self.model)   # before packing hides the bytes
+        if not plain:
+            prepare_for_inference(self.model)                              # packs whatever is still plain
 
     def prefill(self, ids: list[int]) -> None:
         with torch.inference_mode():
@@ -147,19 +154,21 @@ def time_decode(backend: Backend, prompts: list[list[int]]) -> dict:
             "generate64_s": round(t64, 3), "prompt_lens": [len(p) for p in prompts], "tokens": tokens}
 
 
-def run_configuration(impl: str, dtype_name: str, mode: str, model_dir: str, threads: int, int8: bool) -> dict:
+def run_configuration(impl: str, dtype_name: str, mode: str, model_dir: str, threads: int, int8: bool,
+                      plain: bool) -> dict:
     from cascadener import load_tokenizer
 
     torch.set_num_threads(threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     tok = load_tokenizer(model_dir)
-    load_s, backend = timed(lambda: Ours(model_dir, dtype, int8) if impl == "ours"
+    load_s, backend = timed(lambda: Ours(model_dir, dtype, int8, plain) if impl == "ours"
                             else HF(model_dir, dtype, pad_id=tok.token_to_id("<|endoftext|>")))
     if mode == "prefill":
         res = time_prefill(backend, long_prompt_ids(tok, PREFILL_TOKENS))
     else:
         res = time_decode(backend, chat_prompt_ids(tok, BATCH[mode]))
     res.update(impl=impl, dtype=dtype_name, mode=mode, load_s=round(load_s, 2), int8=int8 and impl == "ours",
+               plain_linears=plain and impl == "ours",
                threads=torch.get_num_threads(), peak_rss_mib=round(peak_rss_mib()))
     if isinstance(backend, Ours):
         res["weight_bytes_per_token"] = backend.weight_bytes_per_token
@@ -311,6 +320,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the project machine has 2 cores)")
     ap.add_argument("--json", help="also write every run and the summary to this file")
     ap.add_argument("--no-hf", action="store_true", help="ours only (for machines without transformers)")
+    ap.add_argument("--plain-linears", action="store_true",
+                    help="ours with plain nn.Linear (F.linear) instead of the engine's oneDNN-packed linears")
     ap.add_argument("--int8", action="store_true",
                     help="ours with weight-only int8 linears (cascadener.quantize); HF stays in --dtypes")
     ap.add_argument("--wait-quiet", type=float, default=120, metavar="S",
@@ -345,7 +356,7 @@ def measure(child_args: list[str], args: argparse.Namespace) -> dict:
     for attempt in range(args.retries + 1):
         if args.wait_quiet > 0:
             wait_for_quiet(args.wait_quiet, OTHERS_LIMIT)
-        extra = ["--int8"] if args.int8 else []
+        extra = (["--int8"] if args.int8 else []) + (["--plain-linears"] if args.plain_linears else [])
         r = run_child(script, [*child_args, *extra, "--model", args.model, "--threads", str(args.threads)], args.threads)
         if r["others_cpu_share"] <= OTHERS_LIMIT:
             break
@@ -358,7 +369,8 @@ def child_main(args: argparse.Namespace) -> None:
     if args.child == "probe":
         emit(run_probe(args.threads))
     else:
-        emit(run_configuration(args.child, args.dtype, args.mode, args.model, args.threads, args.int8))
+        emit(run_configuration(args.child, args.dtype, args.mode, args.model, args.threads, args.int8,
+                               args.plain_linears))
 
 
 def main() -> None:

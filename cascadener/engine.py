@@ -20,7 +20,7 @@ from .generation import PrefillCounter, SamplingParams
 from .lora import load_adapter
 from .model import Qwen2
 from .prefix_cache import PrefixCache
-from .quantize import quantize_int8
+from .fastlinear import prepare_for_inference
 from .scheduler import generate_continuous
 from .scoring import choose, continuation_logprobs
 from .tokenizer import Tokenizer, load_tokenizer
@@ -51,13 +51,13 @@ class ChatEngine:
     @classmethod
     def load(cls, path: str | Path, adapter: str | Path | None = None, dtype: torch.dtype = torch.bfloat16,
              batch_size: int = 8, reuse_prefixes: bool = True, int8: bool = False) -> ChatEngine:
-        """int8: weight-only int8 linears (cascadener.quantize), applied after the adapter is merged."""
+        """The adapter is merged, then the linears take their inference form (cascadener.fastlinear):
+        oneDNN-packed on CPU, or weight-only int8 with `int8`."""
         path = Path(path)
         model = load_model(path, dtype)
         if adapter is not None:
             load_adapter(model, adapter, merge=True)
-        if int8:
-            quantize_int8(model)
+        prepare_for_inference(model, int8)
         gen_file = path / "generation_config.json"
         gen = json.loads(gen_file.read_text()) if gen_file.exists() else {}
         return cls(model, load_tokenizer(path), gen, batch_size,

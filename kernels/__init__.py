@@ -5,6 +5,7 @@
     swiglu       down(silu(gate(x)) * up(x)) with gate|up fused into one GEMM   fast: bit-identical*
     attention    grouped-query attention over a KV cache, boolean mask          fast: float32-exact math
     int8_linear  weight-only per-channel int8 linear (Int8Linear) for decode    fast: int8 tolerance
+    packed_linear  linear with the weight reordered once for oneDNN (PackedLinear) fast: summation order
 
 Each module's docstring says why the fast path is fast and how far it may drift; tests/test_kernels.py
 checks every claim, bench/bench_kernels.py measures them at the Qwen2-0.5B shapes.

@@ -38,7 +38,7 @@ import torch.nn as nn
 
 from ..cache import StaticKVCache
 from ..generation import PrefillCounter, prefill
-from ..quantize import linear_rows
+from ..fastlinear import linear_rows
 from ..model import Qwen2
 from ..prefix_cache import PrefixCache
 from ..tokenizer import Tokenizer

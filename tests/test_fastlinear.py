@@ -1,5 +1,6 @@
-"""Weight-only int8 inference (cascadener.quantize): which layers change, how far the numbers move,
-and that every decoding path (full head, restricted copy head, scoring) runs on the int8 model.
+"""Inference forms of the linears (cascadener.fastlinear): packed and int8. Which layers change, how
+far the numbers move, and that every decoding path (full head, restricted copy head, scoring)
+runs on them.
 
 The tiny model's hidden size (64) is a multiple of 16, so decode goes through the fused
 _weight_int8pack_mm kernel as it does for the real model (kernels/int8_linear.py).
@@ -14,8 +15,10 @@ from cascadener import SamplingParams, generate, load_model, load_tokenizer
 from cascadener.copydecode import copy_mark
 from cascadener.engine import ChatEngine
 from cascadener.prompts import get_format
-from cascadener.quantize import is_quantized, linear_rows, quantize_int8
+from cascadener.fastlinear import is_quantized, linear_rows, pack_linears, prepare_for_inference, quantize_int8
+from kernels import packed_linear
 from kernels.int8_linear import Int8Linear
+from kernels.packed_linear import PackedLinear
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +77,45 @@ def test_int8_copy_marking_equals_its_one_token_at_a_time_decode(pair, tiny_toke
     plain = copy_mark(q, tok, [p], [source], speculate=False)[0]
     fast = copy_mark(q, tok, [p], [source], n_draft=4)[0]
     assert plain.faithful and fast.tokens == plain.tokens
+
+
+# --- packed (oneDNN) -------------------------------------------------------------------------------
+
+needs_onednn = pytest.mark.skipif(not packed_linear.available(), reason="this torch build has no oneDNN linear")
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_model_gives_the_plain_models_numbers_and_greedy_tokens(tiny_ckpt, tiny_tokenizer, dtype):
+    plain, packed = load_model(tiny_ckpt, dtype), pack_linears(load_model(tiny_ckpt, dtype))
+    assert not any(isinstance(m, nn.Linear) for m in packed.modules())
+    assert packed.lm_head.weight.data_ptr() == packed.embed_tokens.weight.data_ptr()   # kept, tied: no copy
+    ids = torch.tensor([tiny_tokenizer.encode("Angela Merkel visited Paris and Berlin in June.")])
+    with torch.no_grad():
+        a, b = plain(ids), packed(ids)
+    tol = 1e-4 if dtype == torch.float32 else 0.05                      # summation order, then bf16 rounding
+    assert (a - b).abs().max() <= tol * a.abs().max()
+    params = SamplingParams(max_new_tokens=12, vocab_limit=tiny_tokenizer.vocab_size)
+    if dtype == torch.float32:
+        assert generate(plain, [ids[0].tolist()], params)[0].tokens == generate(packed, [ids[0].tolist()], params)[0].tokens
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(1, 64), (3, 5, 64), (0, 64)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_linear_is_the_reference_linear(shape, dtype):
+    g = torch.Generator().manual_seed(0)
+    lin = nn.Linear(64, 48).to(dtype)
+    x = torch.randn(*shape, generator=g).to(dtype)
+    want = packed_linear.reference(x, lin.weight, lin.bias)
+    got = PackedLinear.from_linear(lin)(x)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    ulp = 1e-5 if dtype == torch.float32 else 2 ** -7
+    assert torch.allclose(got.float(), want.float(), rtol=ulp, atol=ulp * 8)
+
+
+def test_prepare_for_inference_picks_int8_when_asked(tiny_ckpt):
+    assert is_quantized(prepare_for_inference(load_model(tiny_ckpt, torch.bfloat16), int8=True))
+    model = prepare_for_inference(load_model(tiny_ckpt, torch.bfloat16))
+    assert not is_quantized(model)
+    assert isinstance(model.lm_head, PackedLinear) == packed_linear.available()

@@ -1,0 +1,88 @@
+"""The linear layers' inference-time forms, swapped in after loading (and after merging adapters):
+
+* packed (the default on CPU): each weight reordered once for oneDNN (kernels.packed_linear), same
+  numbers up to summation order, and GEMVs that stream weights near the memory bandwidth;
+* int8 (opt-in, `--int8`): weight-only per-channel int8 (kernels.int8_linear), half the bytes of
+  bfloat16 for batch-1 decode, at the cost of the weights' rounding (BENCHMARKS.md reports the F1).
+
+Batch-1 decode streams every weight once per token, so the form of the weights is what sets its
+speed. The embedding table stays as it is: a decode step gathers one row of it. With a tied head
+the head's packed or int8 form is an extra copy of that matrix, not a replacement. Neither form
+trains: LoRA wraps plain nn.Linear layers only.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from kernels import packed_linear
+from kernels.int8_linear import Int8Linear, fast as int8_matmul
+from kernels.packed_linear import PackedLinear
+
+from .model import Qwen2
+
+
+def _swap_linears(model: Qwen2, make) -> None:
+    for block in model.layers:
+        for parent in (block.self_attn, block.mlp):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(parent, name, make(child))
+
+
+def quantize_int8(model: Qwen2, head: bool = True) -> Qwen2:
+    """Swap the blocks' nn.Linear layers (and, with `head`, the LM head) for Int8Linear, in place."""
+    _swap_linears(model, Int8Linear.from_linear)
+    if head:
+        model.lm_head = Int8Linear.from_linear(model.lm_head)
+    return model
+
+
+def pack_linears(model: Qwen2) -> Qwen2:
+    """Swap every nn.Linear (blocks and head) for a oneDNN-packed PackedLinear, in place; layers
+    already in another form stay. The head keeps its plain weight too (rows of it feed the
+    restricted head of copydecode)."""
+    _swap_linears(model, PackedLinear.from_linear)
+    if isinstance(model.lm_head, nn.Linear):
+        model.lm_head = PackedLinear.from_linear(model.lm_head, keep_weight=True)
+    _own_memory(model)
+    return model
+
+
+def _own_memory(model: Qwen2) -> None:
+    """Copy what still points into the checkpoint file into the process's own memory. The loader
+    maps the safetensors file, and as long as one tensor (the embedding, a bias) is a view of that
+    mapping, every page that packing read stays resident next to its packed copy."""
+    head = model.lm_head
+    tied = head.weight is not None and head.weight.data_ptr() == model.embed_tokens.weight.data_ptr()
+    for p in model.parameters():
+        p.data = p.data.clone()
+    for m in model.modules():
+        if isinstance(m, PackedLinear) and m.bias is not None:
+            m.bias = m.bias.clone()
+    if head.weight is not None:
+        head.weight = model.embed_tokens.weight.detach() if tied else head.weight.clone()
+
+
+def prepare_for_inference(model: Qwen2, int8: bool = False) -> Qwen2:
+    """The fastest form this machine offers: int8 when asked, else packed on a CPU with oneDNN,
+    else the model as loaded."""
+    if int8:
+        return quantize_int8(model)
+    if model.device.type == "cpu" and packed_linear.available():
+        return pack_linears(model)
+    return model
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return any(isinstance(m, Int8Linear) for m in model.modules())
+
+
+def linear_rows(layer: nn.Module, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """`layer(x)` for the output features `rows` only: a restricted LM head (copydecode) reads a
+    handful of the 151,936 rows, whichever form the head is stored in."""
+    bias = None if layer.bias is None else layer.bias[rows]
+    if isinstance(layer, Int8Linear):
+        return int8_matmul(x, layer.weight_int8[rows], layer.scale[rows], bias)
+    return F.linear(x, layer.weight[rows], bias)
