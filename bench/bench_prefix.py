@@ -16,7 +16,8 @@ the same model, in one process:
 
 Reported: prompts, prompt tokens requested, tokens computed in each run and the ratio
 computed / requested (goal: <= 30% with reuse), seconds, and whether both runs chose the same
-paths (they must: reuse changes what is computed, not what comes out).
+paths (reuse changes what is computed, not what comes out: in float32 they must agree; in
+bfloat16 a different batch shape rounds differently, and a near-tie can flip).
 """
 from __future__ import annotations
 
@@ -90,14 +91,16 @@ def main() -> None:
         print(f"{name:5s}: {r['prompts']} prompts, {r['requested']} prompt tokens requested, {r['computed']} "
               f"computed ({r['ratio']:.1%}), {seconds:.1f} s, others' CPU share {others.value:.0%}", flush=True)
 
-    same = results["reuse"]["paths"] == results["none"]["paths"]
+    pairs = [(a, b) for x, y in zip(results["reuse"]["paths"], results["none"]["paths"]) for a, b in zip(x, y)]
+    differ = sum(a != b for a, b in pairs)
     ratio = results["reuse"]["ratio"]
-    print(f"\nsame paths with and without reuse: {same}")
+    print(f"\nmentions whose path differs with and without reuse: {differ} of {len(pairs)} "
+          f"(0 expected in float32; in bfloat16 other batch shapes round differently and flip near-ties)")
     print(f"prefill computed with the prefix cache <= {GOAL:.0%} of the prompt tokens: "
           f"{'PASS' if ratio <= GOAL else 'MISS'} ({ratio:.1%}; without the cache {results['none']['ratio']:.1%}); "
           f"time {results['reuse']['seconds']} s vs {results['none']['seconds']} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "same_paths": same, "runs": {
+        Path(args.json).write_text(json.dumps({"args": vars(args), "paths_differing": differ, "runs": {
             n: {k: v for k, v in r.items() if k != "paths"} for n, r in results.items()}}, indent=1))
 
 

@@ -119,3 +119,8 @@ def test_prepare_for_inference_picks_int8_when_asked(tiny_ckpt):
     model = prepare_for_inference(load_model(tiny_ckpt, torch.bfloat16))
     assert not is_quantized(model)
     assert isinstance(model.lm_head, PackedLinear) == packed_linear.available()
+
+
+def test_packing_an_int8_model_leaves_its_int8_layers(tiny_ckpt):
+    model = pack_linears(quantize_int8(load_model(tiny_ckpt, torch.bfloat16)))
+    assert isinstance(model.lm_head, Int8Linear) and is_quantized(model)
