@@ -73,17 +73,18 @@ def parse_args() -> argparse.Namespace:
 
 def variants(fast: CascadeNER) -> dict[str, CascadeNER]:
     """The three pipelines over the same loaded models: only the engine settings differ."""
-    def engines(**settings) -> tuple[ChatEngine, ChatEngine]:
-        # a fresh prefix cache each: no run may start warm from another's prompts
-        ext = replace(fast.extractor, counter=PrefillCounter(), **settings)
-        same = fast.classifier is fast.extractor
-        return ext, ext if same else replace(fast.classifier, counter=PrefillCounter(), **settings)
+    def engines(reuse: bool, **settings) -> tuple[ChatEngine, ChatEngine]:
+        # a fresh prefix cache per engine: no run may start warm, and two models never share one
+        def one(e: ChatEngine) -> ChatEngine:
+            return replace(e, counter=PrefillCounter(), prefix_cache=PrefixCache() if reuse else None, **settings)
+        ext = one(fast.extractor)
+        return ext, ext if fast.classifier is fast.extractor else one(fast.classifier)
     o = fast.options
     free = replace(o, constrain=False)
     return {
         "fast": fast,
-        "fast --no-constrain": CascadeNER(*engines(prefix_cache=PrefixCache()), free, fast.demos),
-        "naive": CascadeNER(*engines(batch_size=1, prefix_cache=None),
+        "fast --no-constrain": CascadeNER(*engines(True), free, fast.demos),
+        "naive": CascadeNER(*engines(False, batch_size=1),
                             replace(free, label_tokens=NAIVE_LABEL_TOKENS), fast.demos),
     }
 

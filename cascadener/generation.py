@@ -123,6 +123,7 @@ def prefill(model: Qwen2, prompts: Sequence[Sequence[int]], extra: int, pad_id: 
     """
     keep = prefix_cache is not None
     tree = prefix_cache if keep else PrefixCache(budget_tokens=sum(map(len, prompts)))
+    tree.bind(model)
     computed = _prefill_shared(model, prompts, pad_id, tree, min_shared)
     cache, logits, n = _prefill_rows(model, prompts, extra, pad_id, tree, remember=keep)
     if counter is not None:

@@ -16,6 +16,7 @@ where it was computed: always 0..n-1 here, because every prompt starts at positi
 from __future__ import annotations
 
 import itertools
+import weakref
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -48,6 +49,19 @@ class PrefixCache:
         self.root = Node()
         self.budget = budget_tokens
         self.size = 0                               # tokens held
+        self._owner: weakref.ref | None = None      # whose keys and values these are
+
+    def bind(self, model) -> None:
+        """Tie the tree to the model that fills it: the KV of one model (or of the same base with
+        another adapter) is garbage to any other, and reusing it would fail silently. A model is
+        known by its config object, which wrappers around it (copydecode's headless view) share
+        and a separately loaded model never does."""
+        owner = self._owner() if self._owner is not None else None
+        if owner is None:
+            self._owner = weakref.ref(model.config)
+        elif owner is not model.config:
+            raise ValueError("this prefix cache holds keys and values computed by another model; "
+                             "give every model its own PrefixCache")
 
     def match(self, ids: Sequence[int]) -> tuple[int, list[torch.Tensor]]:
         """Length of the longest cached prefix of ids, and its KV pieces in order."""

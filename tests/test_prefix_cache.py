@@ -1,6 +1,7 @@
 """The radix prefix cache: tree operations, and reuse that never changes what the model computes."""
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
@@ -49,3 +50,14 @@ def test_warm_prefill_equals_cold_and_computes_only_the_rest(tiny_ckpt):
     _, warm = prefill(model, prompts, 4, counter=counter, prefix_cache=tree)
     assert torch.allclose(cold, warm, atol=1e-4)
     assert counter.computed == 2 + 1 + 3 and counter.requested == sum(map(len, prompts))
+
+
+def test_a_prefix_cache_refuses_a_second_model(tiny_ckpt):
+    """Two engines on one tree would copy one model's keys into the other's prompts."""
+    from cascadener import SamplingParams, generate, load_model
+    a, b = load_model(tiny_ckpt), load_model(tiny_ckpt)
+    tree = PrefixCache()
+    generate(a, [[1, 2, 3, 4]], SamplingParams(max_new_tokens=2), prefix_cache=tree)
+    generate(a, [[1, 2, 3, 5]], SamplingParams(max_new_tokens=2), prefix_cache=tree)
+    with pytest.raises(ValueError, match="another model"):
+        generate(b, [[1, 2, 3, 4]], SamplingParams(max_new_tokens=2), prefix_cache=tree)
