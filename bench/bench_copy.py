@@ -5,7 +5,8 @@
 
 Method:
 
-* The real checkpoint ($CASCADENER_ASSETS) in bfloat16, every core, one process.
+* The real checkpoint ($CASCADENER_ASSETS) in bfloat16 with the engine's packed linears, every
+  core, one process.
 * Sentences: the first `--n` of the CoNLL-2003 test split, in file order (short headlines included).
 * Prompts: each `--formats` entry's extraction conversation, ChatML-rendered. `paper` is the
   authors' format (the bare sentence as the user turn): an untrained instruct model mostly answers
@@ -57,6 +58,7 @@ sys.path.insert(0, str(REPO))  # benchmark this tree's cascadener, whatever else
 from common import cpu_busy_fraction, default_model_dir, machine_info, wait_for_quiet  # noqa: E402
 
 from cascadener import SamplingParams, Tokenizer, generate, load_model, load_tokenizer  # noqa: E402
+from cascadener.fastlinear import prepare_for_inference  # noqa: E402
 from cascadener.copydecode import CopyConstraint, copy_mark  # noqa: E402
 from cascadener.data import load_documents  # noqa: E402
 from cascadener.prompts import get_format  # noqa: E402
@@ -197,7 +199,8 @@ def main() -> None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.set_num_threads(args.threads)
-    tok, model = load_tokenizer(args.model), load_model(args.model, torch.bfloat16)
+    # the model as the engine runs it (oneDNN-packed linears): both methods get the same one
+    tok, model = load_tokenizer(args.model), prepare_for_inference(load_model(args.model, torch.bfloat16))
     constraint = CopyConstraint.for_tokenizer(tok)       # built once (about a second), outside the timings
     conll = [d.text for d in load_documents(args.data)[:args.n]]
     sources = {name: [detokenize(s) for s in conll] if name.endswith("/detok") else conll
