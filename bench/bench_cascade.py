@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # benchmark this tree's cascadener, whatever else is installed
 
-from common import OthersShare, machine_info  # noqa: E402
+from common import OthersShare, machine_info, shared_data  # noqa: E402
 
 from cascadener.cli import NAIVE_LABEL_TOKENS, add_model_args, load_pipeline  # noqa: E402
 from cascadener.data.labels import dataset_types, load_labelled  # noqa: E402
@@ -53,7 +53,8 @@ OTHERS_LIMIT = 0.10
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", help="labelled file (default: $CASCADENER_DATA/conll2003/iob2/test.txt)")
+    ap.add_argument("--data", default=shared_data("conll2003", "iob2", "test.txt"),
+                    help="labelled file (default: $CASCADENER_DATA/conll2003/iob2/test.txt)")
     ap.add_argument("--sample", type=int, default=300, help="stratified subset size (seeded by --seed)")
     ap.add_argument("--limit", type=int, help="only the first N sentences of the subset")
     ap.add_argument("--json", help="also write the figures and per-sentence differences here")
@@ -61,11 +62,7 @@ def parse_args() -> argparse.Namespace:
     ap.set_defaults(k=1)
     args = ap.parse_args()
     if args.data is None:
-        import os
-        root = os.environ.get("CASCADENER_DATA")
-        if not root:
-            ap.error("give --data or set CASCADENER_DATA (the shared datasets directory)")
-        args.data = str(Path(root) / "conll2003" / "iob2" / "test.txt")
+        ap.error("give --data or set CASCADENER_DATA (the shared datasets directory)")
     if args.k != 1:
         ap.error("the comparison is defined for greedy decoding: --k 1")
     return args

@@ -55,7 +55,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # benchmark this tree's cascadener, whatever else is installed
 
-from common import cpu_busy_fraction, default_model_dir, machine_info, wait_for_quiet  # noqa: E402
+from common import cpu_busy_fraction, default_model_dir, machine_info, shared_data, wait_for_quiet  # noqa: E402
 
 from cascadener import SamplingParams, Tokenizer, generate, load_model, load_tokenizer  # noqa: E402
 from cascadener.fastlinear import prepare_for_inference  # noqa: E402
@@ -77,11 +77,6 @@ class Run:
     stopped: bool
     busy: float             # CPU share other processes used just before this sentence
     prefill: float = 0.0    # seconds of one forward over this sentence's prompt
-
-
-def default_data() -> Path:
-    root = os.environ.get("CASCADENER_DATA", "/work/shared/datasets")
-    return Path(root) / "conll2003" / "iob2" / "test.txt"
 
 
 def detokenize(text: str) -> str:
@@ -185,7 +180,8 @@ def print_table(rows: list[dict]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=default_model_dir())
-    ap.add_argument("--data", default=str(default_data()))
+    ap.add_argument("--data", default=shared_data("conll2003", "iob2", "test.txt"),
+                    help="CoNLL test file (default: $CASCADENER_DATA/conll2003/iob2/test.txt)")
     ap.add_argument("--n", type=int, default=20, help="sentences (the first n of the file)")
     ap.add_argument("--formats", default="paper,instruct,instruct/detok",
                     help="prompt formats; NAME/detok runs NAME on the sentences with CoNLL's token spacing undone")
@@ -196,6 +192,8 @@ def main() -> None:
                     help="before each sentence, wait at most this many seconds for the other processes to calm down")
     ap.add_argument("--json", help="write the summary, per-sentence runs and machine facts here")
     args = ap.parse_args()
+    if args.data is None:
+        ap.error("give --data or set CASCADENER_DATA (the shared datasets directory)")
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.set_num_threads(args.threads)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import replace
@@ -32,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # benchmark this tree's cascadener, whatever else is installed
 
-from common import OthersShare, machine_info  # noqa: E402
+from common import OthersShare, machine_info, shared_data  # noqa: E402
 
 from cascadener.cli import add_model_args, load_pipeline  # noqa: E402
 from cascadener.data import load_documents  # noqa: E402
@@ -47,18 +46,15 @@ HELD_OUT_FROM = 600
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dynamicner", help="directory with example.json and DynamicNER.json "
-                                         "(default: $CASCADENER_DATA/dynamicner)")
+    ap.add_argument("--dynamicner", default=shared_data("dynamicner"),
+                    help="directory with example.json and DynamicNER.json (default: $CASCADENER_DATA/dynamicner)")
     ap.add_argument("--sentences", type=int, default=100, help="held-out sentences with at least one mention")
     ap.add_argument("--json", help="also write the figures here")
     add_model_args(ap)
     ap.set_defaults(prompt_format="prefix")
     args = ap.parse_args()
     if args.dynamicner is None:
-        root = os.environ.get("CASCADENER_DATA")
-        if not root:
-            ap.error("give --dynamicner DIR or set CASCADENER_DATA (the shared datasets directory)")
-        args.dynamicner = str(Path(root) / "dynamicner")
+        ap.error("give --dynamicner DIR or set CASCADENER_DATA (the shared datasets directory)")
     return args
 
 

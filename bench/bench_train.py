@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -36,7 +35,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # benchmark this tree's cascadener, whatever else is installed
 
-from common import ChildError, default_model_dir, emit, machine_info, peak_rss_mib, run_child  # noqa: E402
+from common import (ChildError, default_model_dir, emit, machine_info, peak_rss_mib, run_child,  # noqa: E402
+                    shared_data)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 RANK, ALPHA, DROPOUT, LR, CLIP = 16, 32, 0.05, 2e-4, 1.0
@@ -135,7 +135,8 @@ def child(side: str, model_dir: str, data: str, n: int, steps: int, threads: int
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=default_model_dir())
-    ap.add_argument("--data", help="CoNLL train file (default: $CASCADENER_DATA/conll2003/iob2/train.txt)")
+    ap.add_argument("--data", default=shared_data("conll2003", "iob2", "train.txt"),
+                    help="CoNLL train file (default: $CASCADENER_DATA/conll2003/iob2/train.txt)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=4, help="timed steps per child, after one warm-up")
     ap.add_argument("--rounds", type=int, default=2)
@@ -144,10 +145,7 @@ def main() -> None:
     ap.add_argument("--child", choices=("ours", "hf"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.data is None:
-        root = os.environ.get("CASCADENER_DATA")
-        if not root:
-            ap.error("give --data or set CASCADENER_DATA")
-        args.data = str(Path(root) / "conll2003" / "iob2" / "train.txt")
+        ap.error("give --data or set CASCADENER_DATA (the shared datasets directory)")
     if args.child:
         emit(child(args.child, args.model, args.data, args.batch, args.steps, args.threads))
         return

@@ -45,6 +45,12 @@ def default_model_dir() -> str:
         Path.home() / ".cache" / "cascadener-assets" / "qwen2.5-coder-0.5b-instruct")
 
 
+def shared_data(*parts: str) -> str | None:
+    """A path under $CASCADENER_DATA (the shared datasets directory), or None when it is unset."""
+    root = os.environ.get("CASCADENER_DATA")
+    return str(Path(root, *parts)) if root else None
+
+
 def chat_prompt_ids(tok: Tokenizer, batch: int) -> list[list[int]]:
     """The first `batch` chat prompts, ChatML-rendered (default system turn included) and encoded."""
     if not 1 <= batch <= len(CHAT_PROMPTS):

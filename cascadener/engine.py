@@ -16,11 +16,11 @@ import torch
 
 from .checkpoint import load_model
 from .copydecode import copy_mark
+from .fastlinear import prepare_for_inference
 from .generation import PrefillCounter, SamplingParams
 from .lora import load_adapter
 from .model import Qwen2
 from .prefix_cache import PrefixCache
-from .fastlinear import prepare_for_inference
 from .scheduler import generate_continuous
 from .scoring import choose, continuation_logprobs
 from .tokenizer import Tokenizer, load_tokenizer

@@ -86,6 +86,29 @@ def sample_next(logits: torch.Tensor, p: SamplingParams, generator: torch.Genera
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
+def seen_tokens(prompts: Sequence[Sequence[int]], vocab_size: int, device: torch.device) -> torch.Tensor:
+    """(B, V) bool marking each prompt's ids: where the repetition penalty starts."""
+    seen = torch.zeros(len(prompts), vocab_size, dtype=torch.bool, device=device)
+    for row, p in enumerate(prompts):
+        seen[row, torch.as_tensor(p, device=device)] = True
+    return seen
+
+
+def next_tokens(logits: torch.Tensor, p: SamplingParams, seen: torch.Tensor | None,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row of (B, V) float logits under p: embedding-padding ids masked, the
+    repetition penalty applied over `seen` (B, V), which then records the choice, and sampled.
+    `seen` is None when p has no repetition penalty. Masks `logits` in place."""
+    if p.vocab_limit is not None and p.vocab_limit < logits.shape[-1]:
+        logits[:, p.vocab_limit:] = float("-inf")
+    if seen is not None:
+        logits = apply_repetition_penalty(logits, seen, p.repetition_penalty)
+    nxt = sample_next(logits, p, generator)
+    if seen is not None:
+        seen[torch.arange(len(nxt), device=nxt.device), nxt] = True
+    return nxt
+
+
 @dataclass
 class PrefillCounter:
     """Prompt tokens asked for against prompt tokens actually run through the model."""
@@ -172,20 +195,12 @@ def stream(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingParam
     cache, logits = prefill(model, prompts, params.max_new_tokens, pad_id, counter, prefix_cache)
     generator = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
     stop = torch.tensor(list(params.stop_ids), dtype=torch.long, device=device)
-    seen = torch.zeros(B, V, dtype=torch.bool, device=device)
-    if params.repetition_penalty != 1.0:
-        for row, p in enumerate(prompts):
-            seen[row, torch.as_tensor(p, device=device)] = True
+    seen = seen_tokens(prompts, V, device) if params.repetition_penalty != 1.0 else None
     alive = torch.ones(B, dtype=torch.bool, device=device)
 
     for step in range(params.max_new_tokens):
-        if params.vocab_limit is not None and params.vocab_limit < V:
-            logits[:, params.vocab_limit:] = float("-inf")
-        if params.repetition_penalty != 1.0:
-            logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
-        nxt = sample_next(logits, params, generator)
+        nxt = next_tokens(logits, params, seen, generator)
         alive &= ~torch.isin(nxt, stop)
-        seen[torch.arange(B, device=device), nxt] = True
         for row in alive.nonzero().flatten().tolist():
             yield row, int(nxt[row])
         if not bool(alive.any()) or step == params.max_new_tokens - 1:

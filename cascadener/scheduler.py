@@ -22,8 +22,7 @@ from typing import Sequence
 import torch
 
 from .cache import StaticKVCache
-from .generation import (Generation, PrefillCounter, SamplingParams, apply_repetition_penalty, decode_step,
-                         prefill, sample_next)
+from .generation import Generation, PrefillCounter, SamplingParams, decode_step, next_tokens, prefill, seen_tokens
 from .model import Qwen2
 from .prefix_cache import PrefixCache
 
@@ -34,21 +33,12 @@ class _Request:
     prompt: Sequence[int]
     params: SamplingParams
     generator: torch.Generator | None
-    seen: torch.Tensor | None = None           # (V,) ids in prompt and output, for the repetition penalty
+    seen: torch.Tensor | None = None           # (1, V) ids in prompt and output, for the repetition penalty
     out: Generation = field(default_factory=Generation)
 
     def pick(self, logits: torch.Tensor) -> int:
         """The next token from this request's (V,) logits, under its own sampling parameters."""
-        p = self.params
-        logits = logits[None]
-        if p.vocab_limit is not None:
-            logits[:, p.vocab_limit:] = float("-inf")
-        if self.seen is not None:
-            logits = apply_repetition_penalty(logits, self.seen[None], p.repetition_penalty)
-        token = int(sample_next(logits, p, self.generator)[0])
-        if self.seen is not None:
-            self.seen[token] = True
-        return token
+        return int(next_tokens(logits[None], self.params, self.seen, self.generator)[0])
 
     def accept(self, token: int) -> bool:
         """Record a sampled token; False once the request is finished (the stop token is not kept)."""
@@ -63,10 +53,7 @@ def _request(i: int, prompt: Sequence[int], p: SamplingParams, model: Qwen2) -> 
     if not prompt:
         raise ValueError(f"prompt {i} is empty")
     generator = None if p.seed is None else torch.Generator(device=model.device).manual_seed(p.seed)
-    seen = None
-    if p.repetition_penalty != 1.0:
-        seen = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=model.device)
-        seen[torch.as_tensor(prompt, device=model.device)] = True
+    seen = seen_tokens([prompt], model.config.vocab_size, model.device) if p.repetition_penalty != 1.0 else None
     return _Request(i, prompt, p, generator, seen)
 
 

@@ -42,8 +42,8 @@ import torch
 import torch.nn as nn
 
 from ..cache import StaticKVCache
-from ..generation import PrefillCounter, prefill
 from ..fastlinear import linear_rows
+from ..generation import PrefillCounter, prefill
 from ..model import Qwen2
 from ..prefix_cache import PrefixCache
 from ..tokenizer import Tokenizer
