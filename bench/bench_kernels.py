@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))  # benchmark this tree's kernels, whatever else is
 
 from common import default_model_dir, machine_info, wait_for_quiet  # noqa: E402
 
-from kernels import attention, int8_linear, rmsnorm, rope, swiglu  # noqa: E402
+from kernels import attention, int8_linear, packed_linear, rmsnorm, rope, swiglu  # noqa: E402
 
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM, MLP, VOCAB = 896, 14, 2, 64, 4864, 151936
 EPS, THETA = 1e-6, 1_000_000.0
@@ -183,14 +183,14 @@ def swiglu_cases(dtype: str) -> list[Case]:
     dt = DTYPES[dtype]
     g, u = randn(MLP, HIDDEN, dtype=dt, scale=0.03, seed=3), randn(MLP, HIDDEN, dtype=dt, scale=0.03, seed=4)
     d = randn(HIDDEN, MLP, dtype=dt, scale=0.015, seed=5)
-    gu = swiglu.fuse_gate_up(g, u)
-    separate, fused = clones(g, u, d), clones(gu, d)
+    separate = clones(g, u, d)
+    packed = [tuple(map(packed_linear.pack, ws)) for ws in separate] if swiglu.available() else []
     out = []
     for mode, (b, t) in MODES.items():
         x = randn(b, t, HIDDEN, dtype=dt)
         out.append(Case("swiglu", mode, dtype, f"({b},{t},{HIDDEN})x{MLP}", {
             "reference": cold(lambda g, u, d, x=x: swiglu.reference(x, g, u, d), separate),
-            "fast": cold(lambda gu, d, x=x: swiglu.fast(x, gu, d), fused)}))
+            **({"fast": cold(lambda g, u, d, x=x: swiglu.fast(x, g, u, d), packed)} if packed else {})}))
     return out
 
 

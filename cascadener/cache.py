@@ -9,7 +9,7 @@ the contiguous one below without touching the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import torch
 
@@ -18,10 +18,28 @@ from kernels.rope import Tables
 
 @dataclass
 class AttentionMeta:
-    """Per-forward data every layer shares: rotary tables (kernels.rope.Tables) and the boolean
-    mask (B, 1, T, S)."""
+    """Per-forward data every layer shares: rotary tables (kernels.rope.Tables), the boolean mask
+    (B, 1, T, S), and where the real tokens sit in the (B, T) grid of slots.
+
+    Between attentions the model carries only the real tokens, (N, C): a batch of ragged rows is
+    padded to a grid for attention and the cache, but padding never goes through a linear layer,
+    which is where the time goes (a pipeline batch was half padding). `to_grid` and `from_grid`
+    move between the two layouts.
+    """
     rope: Tables
     mask: torch.Tensor | None
+    grid: tuple[int, int]                  # (B, T)
+    real: torch.Tensor | None = None       # flat indices (into B*T) of the real tokens; None = all
+
+    def to_grid(self, t: torch.Tensor) -> torch.Tensor:
+        """(N, F) rows of real tokens -> (B*T, F), zeros at padding."""
+        if self.real is None:
+            return t
+        return t.new_zeros(self.grid[0] * self.grid[1], t.shape[-1]).index_copy(0, self.real, t)
+
+    def from_grid(self, t: torch.Tensor) -> torch.Tensor:
+        """(B*T, F) -> (N, F): the real tokens' rows."""
+        return t if self.real is None else t.index_select(0, self.real)
 
 
 def causal_pad_mask(query_valid: torch.Tensor, key_valid: torch.Tensor, offset: int) -> torch.Tensor:
@@ -180,21 +198,25 @@ class StaticKVCache:
         self.valid[row] = False
         self.next_pos[row] = 0
 
-    def place(self, row: int, src: StaticKVCache, src_row: int) -> None:
-        """Give `row` the sequence held in `src_row` of another cache (a fresh prefill), replacing
-        whatever the row held. Its real slots are copied in order so that they end at this cache's
-        shared length, right-aligned like a left-padded prompt: its next token then goes in the
-        next shared slot, and the causal mask, which compares slot order only, stays right."""
-        keep = src.valid[src_row, :src.length].nonzero().flatten()
-        n = len(keep)
+    def place(self, row: int, pieces: Sequence[torch.Tensor]) -> None:
+        """Give `row` a sequence that starts at position 0 and whose keys and values are the
+        concatenated `pieces`, each (layers, 2, kv_heads, n_i, head_dim) (a prefix from the radix
+        tree, or a row of a fresh prefill), replacing whatever the row held. They are copied in
+        order so that they end at this cache's shared length, right-aligned like a left-padded
+        prompt: the row's next token then goes in the next shared slot, and the causal mask, which
+        compares slot order only, stays right. No pieces: an empty row, starting at position 0."""
+        n = sum(p.shape[3] for p in pieces)
         if n > self.length:
             self._pad_left(n - self.length)
-        start, end = self.length - n, self.length
-        self.k[:, row, :, start:end] = src.k[:, src_row, :, keep]
-        self.v[:, row, :, start:end] = src.v[:, src_row, :, keep]
+        at = self.length - n
+        for p in pieces:
+            m = p.shape[3]
+            self.k[:, row, :, at:at + m] = p[:, 0]
+            self.v[:, row, :, at:at + m] = p[:, 1]
+            at += m
         self.valid[row] = False
-        self.valid[row, start:end] = True
-        self.next_pos[row] = src.next_pos[src_row]
+        self.valid[row, self.length - n:self.length] = True
+        self.next_pos[row] = n
 
     def _pad_left(self, n: int) -> None:
         """Shift every row's slots `n` to the right (more left padding), growing if needed."""

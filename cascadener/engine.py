@@ -3,7 +3,7 @@
 The pipeline talks to this interface only (text-level requests, no tensors), so the decoding
 machinery under it can change — batching, prefix caching, constraints — without the pipeline
 noticing: free generation runs under the continuous-batching scheduler, extraction under the copy
-constraint (copydecode), classification by scoring each offered label (scoring).
+constraint (copydecode), classification by constrained greedy decoding over the offered labels (scoring).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .lora import load_adapter
 from .model import Qwen2
 from .prefix_cache import PrefixCache
 from .scheduler import generate_continuous
-from .scoring import choose, continuation_logprobs
+from .scoring import choose_greedy
 from .tokenizer import Tokenizer, load_tokenizer
 
 
@@ -36,7 +36,7 @@ class Completion:
 @dataclass
 class Choice:
     answer: str
-    probability: float      # renormalised over the offered answers
+    probability: float      # under the model restricted to the offered answers (scoring.py)
 
 
 @dataclass
@@ -94,31 +94,30 @@ class ChatEngine:
         with copy-speculation (see cascadener/copydecode). Identical requests stay adjacent, so the
         k samples of one text share a batch and its prefill."""
         order = sorted(range(len(sources)), key=lambda i: (len(sources[i]), i))
+        results = copy_mark(self.model, self.tokenizer, [self.prompt_ids(conversations[i]) for i in order],
+                            [sources[i] for i in order], temperature=params.temperature, top_k=params.top_k,
+                            top_p=params.top_p, seed=params.seed, pad_id=self.pad_id, counter=self.counter,
+                            prefix_cache=self.prefix_cache, batch_size=self.batch_size)
         out: list[Completion | None] = [None] * len(sources)
-        for n in range(0, len(order), self.batch_size):
-            group = order[n:n + self.batch_size]
-            seed = None if params.seed is None else params.seed + group[0]
-            results = copy_mark(self.model, self.tokenizer, [self.prompt_ids(conversations[i]) for i in group],
-                                [sources[i] for i in group], temperature=params.temperature, top_k=params.top_k,
-                                top_p=params.top_p, seed=seed, pad_id=self.pad_id, counter=self.counter,
-                                prefix_cache=self.prefix_cache)
-            for i, r in zip(group, results):
-                out[i] = Completion(r.text, len(r.tokens), r.faithful)
+        for i, r in zip(order, results):
+            out[i] = Completion(r.text, len(r.tokens), r.faithful)
         return out  # type: ignore[return-value]
 
     def choose(self, conversations: Sequence[list[dict]], answers: Sequence[Sequence[str]]) -> list[Choice]:
-        """The most likely of the offered answers for each conversation, scored, never off the list."""
+        """For each conversation, the offered answer that constrained greedy decoding picks
+        (cascadener/scoring.py), with its probability: never off the list."""
         end = self.tokenizer.stop_ids[:1]           # the end-of-turn token closes every answer
-        out: list[Choice] = []
-        for n in range(0, len(conversations), self.batch_size):
-            convs, opts = conversations[n:n + self.batch_size], answers[n:n + self.batch_size]
-            cands = [[self.tokenizer.encode(a) + end for a in o] for o in opts]
-            scores = continuation_logprobs(self.model, [self.prompt_ids(c) for c in convs], cands,
-                                           self.pad_id, self.counter, self.prefix_cache)
-            for o, s in zip(opts, scores):
-                best, probs = choose(s)
-                out.append(Choice(o[best], probs[best]))
-        return out
+        prompts = [self.prompt_ids(c) for c in conversations]
+        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))    # less padding per batch
+        out: list[Choice | None] = [None] * len(prompts)
+        for n in range(0, len(order), self.batch_size):
+            batch = order[n:n + self.batch_size]
+            cands = [[self.tokenizer.encode(a) + end for a in answers[i]] for i in batch]
+            picks = choose_greedy(self.model, [prompts[i] for i in batch], cands, self.pad_id, self.counter,
+                                  self.prefix_cache)
+            for i, (best, p) in zip(batch, picks):
+                out[i] = Choice(answers[i][best], p)
+        return out  # type: ignore[return-value]
 
     @property
     def pad_id(self) -> int:

@@ -1,7 +1,8 @@
 """The linear layers' inference-time forms, swapped in after loading (and after merging adapters):
 
 * packed (the default on CPU): each weight reordered once for oneDNN (kernels.packed_linear), same
-  numbers up to summation order, and GEMVs that stream weights near the memory bandwidth;
+  numbers up to summation order (and one rounding fewer in the MLP, kernels.swiglu), and GEMVs
+  that stream weights near the memory bandwidth;
 * int8 (opt-in, `--int8`): weight-only per-channel int8 (kernels.int8_linear), half the bytes of
   bfloat16 for batch-1 decode, at the cost of the weights' rounding (BENCHMARKS.md reports the F1).
 
@@ -16,9 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kernels import packed_linear
+from kernels import packed_linear, swiglu
 from kernels.int8_linear import Int8Linear, fast as int8_matmul
 from kernels.packed_linear import PackedLinear
+from kernels.swiglu import PackedSwiGLU
 
 from .model import Qwen2
 
@@ -40,9 +42,14 @@ def quantize_int8(model: Qwen2, head: bool = True) -> Qwen2:
 
 
 def pack_linears(model: Qwen2) -> Qwen2:
-    """Swap every nn.Linear (blocks and head) for a oneDNN-packed PackedLinear, in place; layers
-    already in another form stay. The head keeps its plain weight too (rows of it feed the
-    restricted head of copydecode)."""
+    """Swap every nn.Linear (blocks and head) for a oneDNN-packed PackedLinear, in place, and each
+    MLP for a PackedSwiGLU (its silu and product fused into the GEMMs); layers already in another
+    form stay. The head keeps its plain weight too (rows of it feed the restricted head of
+    copydecode)."""
+    if swiglu.available():
+        for block in model.layers:
+            if all(isinstance(m, nn.Linear) for m in block.mlp.children()):
+                block.mlp = PackedSwiGLU.from_mlp(block.mlp)
     _swap_linears(model, PackedLinear.from_linear)
     if isinstance(model.lm_head, nn.Linear):
         model.lm_head = PackedLinear.from_linear(model.lm_head, keep_weight=True)

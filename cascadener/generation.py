@@ -135,49 +135,53 @@ def shared_prefixes(prompts: Sequence[Sequence[int]], min_shared: int = 8) -> li
 
 def prefill(model: Qwen2, prompts: Sequence[Sequence[int]], extra: int, pad_id: int = 0,
             counter: PrefillCounter | None = None, prefix_cache: PrefixCache | None = None,
-            min_shared: int = 8) -> tuple[StaticKVCache, torch.Tensor]:
+            min_shared: int = 8, logits: bool = True) -> tuple[StaticKVCache, torch.Tensor]:
     """Run the prompts through the model into a fresh cache with room for `extra` more tokens.
 
     Nothing is computed twice: a prefix found in `prefix_cache` (the radix tree kept across calls)
     is copied in, and a prefix that several prompts of the batch share (the system turn and
     demonstrations; one sentence under several mentions; the whole prompt of k samples) is
     computed once, before the rows, and then copied in like a cached one. Returns the cache and
-    the logits (B, V) at each prompt's last token.
+    the logits (B, V) at each prompt's last token, or with logits=False the final hidden states
+    (B, C) there, for a caller that applies a restricted head.
     """
     keep = prefix_cache is not None
     tree = prefix_cache if keep else PrefixCache(budget_tokens=sum(map(len, prompts)))
     tree.bind(model)
-    computed = _prefill_shared(model, prompts, pad_id, tree, min_shared)
-    cache, logits, n = _prefill_rows(model, prompts, extra, pad_id, tree, remember=keep)
+    computed = prefill_shared(model, prompts, pad_id, tree, min_shared)
+    cache, last, n = _prefill_rows(model, prompts, extra, pad_id, tree, remember=keep, logits=logits)
     if counter is not None:
         counter.requested += sum(len(p) for p in prompts)
         counter.computed += computed + n
-    return cache, logits
+    return cache, last
 
 
-def _prefill_shared(model: Qwen2, prompts: Sequence[Sequence[int]], pad_id: int, tree: PrefixCache,
-                    min_shared: int) -> int:
+def prefill_shared(model: Qwen2, prompts: Sequence[Sequence[int]], pad_id: int, tree: PrefixCache,
+                   min_shared: int = 8) -> int:
     """Put the prefixes the prompts share into `tree` (their own shared parts first); returns the
     tokens computed. The branches are strictly shorter than the prompts, so this terminates."""
     branches = [b for b in shared_prefixes(prompts, min_shared) if tree.match(b)[0] < len(b)]
     if not branches:
         return 0
-    computed = _prefill_shared(model, branches, pad_id, tree, min_shared)
-    return computed + _prefill_rows(model, branches, 0, pad_id, tree, remember=True)[2]
+    computed = prefill_shared(model, branches, pad_id, tree, min_shared)
+    return computed + _prefill_rows(model, branches, 0, pad_id, tree, remember=True, logits=False)[2]
 
 
 def _prefill_rows(model: Qwen2, prompts: Sequence[Sequence[int]], extra: int, pad_id: int,
-                  tree: PrefixCache, remember: bool) -> tuple[StaticKVCache, torch.Tensor, int]:
+                  tree: PrefixCache, remember: bool, logits: bool = True) -> tuple[StaticKVCache, torch.Tensor, int]:
     # Each prompt keeps at least its last token to compute: its logits start the answer.
     matches = [tree.match(p[:len(p) - 1]) for p in prompts]
     ids, pad_mask = left_pad([p[n:] for p, (n, _) in zip(prompts, matches)], pad_id)
     ids, pad_mask = ids.to(model.device), pad_mask.to(model.device)
     cache = cache_from_prefixes(model, [pieces for _, pieces in matches], ids.shape[1] + extra)
-    logits = model(ids, cache=cache, pad_mask=pad_mask, logits_at=slice(-1, None))[:, -1]
+    if logits:
+        last = model(ids, cache=cache, pad_mask=pad_mask, logits_at=slice(-1, None))[:, -1]
+    else:
+        last = model.hidden_states(ids, cache=cache, pad_mask=pad_mask)[:, -1].contiguous()
     if remember:
         for row, p in enumerate(prompts):
             tree.insert(p, row_kv(cache, row))
-    return cache, logits, int(pad_mask.sum())
+    return cache, last, int(pad_mask.sum())
 
 
 def decode_step(model: Qwen2, tokens: torch.Tensor, alive: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:

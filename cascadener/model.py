@@ -65,10 +65,11 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_head * self.head_dim, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, meta: AttentionMeta, cache: KVCache | None) -> torch.Tensor:
-        B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)       # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)    # (B, Hkv, T, D)
-        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        """x (N, C): the real tokens only (see AttentionMeta); attention itself runs on the grid."""
+        B, T = meta.grid
+        q = meta.to_grid(self.q_proj(x)).view(B, T, self.n_head, self.head_dim).transpose(1, 2)     # (B, H, T, D)
+        k = meta.to_grid(self.k_proj(x)).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = meta.to_grid(self.v_proj(x)).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         q, k = rope.fast(q, meta.rope), rope.fast(k, meta.rope)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)                                      # (B, Hkv, S, D)
@@ -76,7 +77,7 @@ class Attention(nn.Module):
         # keys, and SDPA's is_causal aligns it to the top-left corner instead. kernels/attention.py
         # picks SDPA for prefill and a grouped matmul for decode (bfloat16 SDPA is slow at one query).
         y = attention.fast(q, k, v, meta.mask)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+        return self.o_proj(meta.from_grid(y.transpose(1, 2).reshape(B * T, self.n_head * self.head_dim)))
 
 
 class MLP(nn.Module):
@@ -222,18 +223,20 @@ class Qwen2(nn.Module):
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None,
                       pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Final-norm hidden states (B, T, C): what the LM head (or a restricted head) reads."""
+        B, T = idx.shape
         if pad_mask is None:
             pad_mask = torch.ones_like(idx, dtype=torch.bool)
-        x = self.embed_tokens(idx)
+        real = None if bool(pad_mask.all()) else pad_mask.flatten().nonzero().squeeze(1)
+        x = self.embed_tokens(idx.flatten() if real is None else idx.flatten()[real])    # (N, C)
         if cache is not None:
             positions, mask = cache.begin(pad_mask)
         else:
             positions, mask = uncached_positions_and_mask(pad_mask)
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
-        meta = AttentionMeta(rope=rope.tables(cos, sin), mask=mask)
+        meta = AttentionMeta(rope=rope.tables(cos, sin), mask=mask, grid=(B, T), real=real)
         for block in self.layers:
             x = block(x, meta, cache)
-        return self.norm(x)
+        return meta.to_grid(self.norm(x)).view(B, T, -1)
 
     @property
     def dtype(self) -> torch.dtype:

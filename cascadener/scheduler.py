@@ -24,7 +24,7 @@ import torch
 from .cache import StaticKVCache
 from .generation import Generation, PrefillCounter, SamplingParams, decode_step, next_tokens, prefill, seen_tokens
 from .model import Qwen2
-from .prefix_cache import PrefixCache
+from .prefix_cache import PrefixCache, row_kv
 
 
 @dataclass
@@ -87,7 +87,7 @@ def generate_continuous(model: Qwen2, prompts: Sequence[Sequence[int]],
             joining = [waiting.popleft() for _ in free]
             src, logits = prefill(model, [q.prompt for q in joining], 0, pad_id, counter, prefix_cache)
             for j, (row, q) in enumerate(zip(free, joining)):
-                cache.place(row, src, j)
+                cache.place(row, [row_kv(src, j)])
                 rows[row], pending[row] = q, logits[j]
         feed = torch.full((B,), pad_id, dtype=torch.long)
         alive = torch.zeros(B, dtype=torch.bool)

@@ -1,13 +1,23 @@
-"""Choosing among known answers by likelihood instead of generating free text.
+"""Choosing among known answers by constrained greedy decoding over their token trie.
 
-For a classification prompt the answer must be one of the candidate labels, so rather than
-sampling a string and hoping it matches, each candidate (its tokens plus the end-of-turn token,
-so that "art" cannot win by being a prefix of "artist") is scored as log p(candidate | prompt).
-One prefill per prompt, copied to one row per candidate, then one forward over all candidates:
-every prediction is a valid label and carries a probability.
+For a classification prompt the answer must be one of the candidate labels. Rather than
+generating free text and hoping it matches, the answer is decoded greedily with every step
+restricted to the tokens that continue some candidate (each candidate ends with the end-of-turn
+token, so "art" cannot win by being a prefix of "artist"). Two consequences:
+
+* whenever free greedy decoding would have produced one of the candidates, this produces the same
+  one: at every step the free argmax is an allowed token, so it is also the restricted argmax;
+* the answer's probability is that of the constrained model: the product, over the steps, of the
+  chosen token's probability renormalised over the allowed ones.
+
+Steps cost little. The first one reads the prompt's last hidden state, which the prefill computes
+anyway, through the LM head rows of the allowed tokens only; decoding stops as soon as one
+candidate is left, so labels that differ in their first token (person / location / organization
+/ miscellaneous) take no decoding step at all.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -15,47 +25,60 @@ import torch
 from .generation import PrefillCounter, prefill
 from .model import Qwen2
 from .prefix_cache import PrefixCache
+from .restricted_head import restricted_logits
+
+
+@dataclass
+class _Node:
+    children: dict[int, _Node] = field(default_factory=dict)
+    candidates: list[int] = field(default_factory=list)       # the candidates whose path runs through here
+
+    @property
+    def decided(self) -> bool:
+        return len(self.candidates) == 1 or not self.children   # (a leaf shared by repeated candidates)
+
+
+def _trie(candidates: Sequence[Sequence[int]]) -> _Node:
+    root = _Node()
+    for i, c in enumerate(candidates):
+        node = root
+        node.candidates.append(i)
+        for token in c:
+            node = node.children.setdefault(token, _Node())
+            node.candidates.append(i)
+    return root
 
 
 @torch.inference_mode()
-def continuation_logprobs(model: Qwen2, prompts: Sequence[Sequence[int]],
-                          candidates: Sequence[Sequence[Sequence[int]]], pad_id: int = 0,
-                          counter: PrefillCounter | None = None, prefix_cache: PrefixCache | None = None
-                          ) -> list[list[float]]:
-    """log p(c | prompt) for every candidate c of every prompt (candidates[i] belong to prompts[i])."""
+def choose_greedy(model: Qwen2, prompts: Sequence[Sequence[int]], candidates: Sequence[Sequence[Sequence[int]]],
+                  pad_id: int = 0, counter: PrefillCounter | None = None, prefix_cache: PrefixCache | None = None
+                  ) -> list[tuple[int, float]]:
+    """For each prompt, (index of the chosen candidate, its probability under the constrained
+    model); candidates[i] are token sequences for prompts[i], each ending with the end token."""
+    if len(prompts) != len(candidates):
+        raise ValueError(f"{len(prompts)} prompts for {len(candidates)} candidate lists")
     if any(not cands or any(not c for c in cands) for cands in candidates):
         raise ValueError("every prompt needs at least one non-empty candidate")
     device = model.device
     width = max(len(c) for cands in candidates for c in cands)
-    cache, first_logits = prefill(model, prompts, width, pad_id, counter, prefix_cache)
-    rows = [i for i, cands in enumerate(candidates) for _ in cands]
-    flat = [c for cands in candidates for c in cands]
-    ids = torch.full((len(flat), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros(len(flat), width, dtype=torch.bool, device=device)
-    for r, c in enumerate(flat):
-        ids[r, :len(c)] = torch.as_tensor(c)
-        mask[r, :len(c)] = True
-    # Right padding: each candidate's tokens come first, so none of them ever sees a pad slot.
-    cache = cache.select(rows)
-    hidden = model.hidden_states(ids[:, :-1], cache=cache, pad_mask=mask[:, :-1]) if width > 1 else None
-    first = torch.log_softmax(first_logits.float(), -1)                           # (B, V) predicts token 0
-    scores = first[torch.tensor(rows, device=device), ids[:, 0]]
-    if hidden is not None:
-        # The head only where a candidate token is predicted: with labels of unequal length most
-        # of the (R, width-1) grid is padding, and the full-vocabulary head is the costly part.
-        real = mask[:, 1:]
-        later = torch.log_softmax(model.lm_head(hidden[real]).float(), -1)          # (N, V)
-        token_lp = torch.zeros(real.shape, dtype=later.dtype, device=device)
-        token_lp[real] = later.gather(1, ids[:, 1:][real][:, None]).squeeze(1)
-        scores = scores + token_lp.sum(1)
-    out, r = [], 0
-    for cands in candidates:
-        out.append(scores[r:r + len(cands)].tolist())
-        r += len(cands)
-    return out
-
-
-def choose(logprobs: Sequence[float]) -> tuple[int, list[float]]:
-    """Index of the most likely candidate and the probabilities renormalised over the candidates."""
-    probs = torch.softmax(torch.tensor(logprobs, dtype=torch.float64), 0).tolist()
-    return max(range(len(probs)), key=probs.__getitem__), probs
+    cache, hidden = prefill(model, prompts, width, pad_id, counter, prefix_cache, logits=False)
+    nodes = [_trie(cands) for cands in candidates]
+    probability = [1.0] * len(prompts)
+    undecided = [r for r, node in enumerate(nodes) if not node.decided]
+    while undecided:
+        allowed = [torch.tensor(sorted(nodes[r].children)) for r in undecided]
+        logits, ids = restricted_logits(hidden[undecided], model.lm_head, allowed)
+        probs = torch.softmax(logits, -1)
+        best = probs.argmax(-1).tolist()
+        feed = torch.full((len(prompts), 1), pad_id, dtype=torch.long)
+        for n, r in enumerate(undecided):
+            token = ids[best[n]]
+            probability[r] *= float(probs[n, best[n]])
+            nodes[r] = nodes[r].children[token]
+            feed[r, 0] = token
+        undecided = [r for r in undecided if not nodes[r].decided]
+        if undecided:
+            alive = torch.zeros(len(prompts), 1, dtype=torch.bool)
+            alive[undecided] = True
+            hidden = model.hidden_states(feed.to(device), cache, alive.to(device))[:, -1]
+    return [(node.candidates[0], p) for node, p in zip(nodes, probability)]

@@ -1,13 +1,17 @@
 """Qwen2's gated MLP ("SwiGLU"):  down( silu(gate(x)) * up(x) ),  silu(z) = z * sigmoid(z).
 
-The 0.5B model has C = 896 and I = 4864, so the three matrices are 80% of each block's weights:
-at decode this op is a weight-streaming problem, and what a fast path can save is calls and
-temporaries, not arithmetic.
+The 0.5B model has C = 896 and I = 4864, so the three matrices are 80% of each block's weights.
+At decode this op is a weight-streaming problem; at prefill and in batches, where the GEMMs run
+near the CPU's peak, the two element-wise steps on the (M, I) intermediate start to cost as much
+as a GEMM. `fast` folds them into the GEMMs.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+
+from . import packed_linear
 
 
 def reference(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
@@ -15,34 +19,37 @@ def reference(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down:
     return F.linear(F.silu(F.linear(x, w_gate)) * F.linear(x, w_up), w_down)
 
 
-def fuse_gate_up(w_gate: torch.Tensor, w_up: torch.Tensor) -> torch.Tensor:
-    """Stack the two input projections into one (2I, C) matrix: once, at load time."""
-    return torch.cat((w_gate, w_up), dim=0)
+def available() -> bool:
+    return packed_linear.available() and hasattr(torch.ops.mkldnn._linear_pointwise, "binary")
 
 
-def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    """(..., 2I) output of the fused projection -> silu(gate) * up, (..., I), contiguous.
+def fast(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """`reference` on oneDNN-packed weights (kernels.packed_linear.pack), silu and the product
+    done as post-ops of the GEMMs: silu on the gate GEMM's float32 accumulator, the product on the
+    up GEMM's. Three calls and no pass over the (M, I) intermediate of its own.
 
-    Separate from `fast` so a quantized gate_up projection (kernels.int8_linear) can feed it.
-    ``F.silu`` of the strided gate half writes a fresh contiguous tensor, and the product goes into
-    it in place: one temporary fewer than the reference, same rounding (each op rounds once).
+    Why it matters: with 64-256 rows the separate ``F.silu`` and ``*`` took as long as the GEMMs
+    around them (a 0.5B forward over 64-128 tokens ran at ~560 tokens/s; fused, ~1,050-1,100;
+    BENCHMARKS.md). Rounding: the reference rounds the gate and up outputs to the activation
+    dtype before silu and before the product; here silu(gate) is rounded once and the product once,
+    so in bfloat16 an intermediate differs from the reference's by about one rounding (in float32,
+    by summation order only).
     """
-    gate, up = gate_up.chunk(2, dim=-1)
-    h = F.silu(gate)
-    h *= up
-    return h
+    g = torch.ops.mkldnn._linear_pointwise(x, gate, None, "swish", [], "")
+    h = torch.ops.mkldnn._linear_pointwise.binary(x, g, up, None, "mul")
+    return packed_linear.fast(h, down)
 
 
-def fast(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
-    """`reference` with gate and up as one GEMM (w_gate_up from `fuse_gate_up`).
+class PackedSwiGLU(nn.Module):
+    """Drop-in replacement for the model's MLP at inference on CPU (see kernels.packed_linear)."""
 
-    One GEMM call and one output buffer instead of two (the weight bytes read are the same); the
-    gain is largest at decode, where a call costs more than its arithmetic.
+    def __init__(self, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor):
+        super().__init__()
+        self.gate, self.up, self.down = gate, up, down        # packed: not buffers
 
-    Bit-identical to `reference` on this CPU when I is a multiple of 32 (Qwen2's 4864 is; tested):
-    the fused GEMM computes each output as the same dot product as the separate ones, and ATen's
-    float32 silu is vectorised in chunks of 2 x 16 lanes with a *scalar* tail whose exp differs by
-    an ulp. The reference runs silu over one contiguous (M*I) block, `silu_mul` over M rows of I,
-    so the tails fall on different elements unless I is a multiple of 32. bfloat16 always agrees.
-    """
-    return F.linear(silu_mul(F.linear(x, w_gate_up)), w_down)
+    @classmethod
+    def from_mlp(cls, mlp: nn.Module) -> PackedSwiGLU:
+        return cls(*(packed_linear.pack(lin.weight) for lin in (mlp.gate_proj, mlp.up_proj, mlp.down_proj)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fast(x, self.gate, self.up, self.down)

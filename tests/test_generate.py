@@ -10,7 +10,6 @@ from hypothesis import given, strategies as st
 
 from cascadener import SamplingParams, generate, load_model, load_tokenizer, stream
 from cascadener.generation import PrefillCounter, apply_repetition_penalty, sample_next, shared_prefixes
-from cascadener.scoring import continuation_logprobs
 
 REAL_GOLDEN = Path(__file__).parent / "fixtures" / "real_golden.json"
 REAL_PROMPTS = [
@@ -173,15 +172,3 @@ def test_shared_prefixes_are_maximal_strict_and_shared(prompts, min_shared):
             n = min(n, len(a) - 1, len(b) - 1)
             if n >= min_shared:
                 assert any(len(p) >= n and p[:n] == a[:n] for p in found)
-
-
-def test_continuation_logprobs_equal_a_full_forward(tiny):
-    model, tok = tiny
-    prompts = [tok.encode("Kobe Bryant is a"), tok.encode("Paris is a")]
-    cands = [[tok.encode(" person") + [2], tok.encode(" place") + [2], [2]], [tok.encode(" city") + [2]]]
-    got = continuation_logprobs(model, prompts, cands)
-    for p, cs, scores in zip(prompts, cands, got):
-        for c, s in zip(cs, scores):
-            lp = torch.log_softmax(model(torch.tensor([p + c]))[0], -1)
-            want = sum(float(lp[len(p) - 1 + t, tok_id]) for t, tok_id in enumerate(c))
-            assert abs(s - want) < 1e-4

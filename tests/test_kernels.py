@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from cascadener.cache import causal_pad_mask
@@ -57,7 +56,7 @@ def test_rope_fast_is_reference(dtype, b, h, t, d, start, seed):
 
 @FEW
 @given(dtypes, st.integers(1, 8), st.sampled_from([(16, 48), (64, 176), (16, 64), (96, 256)]), st.integers(0, 99))
-def test_swiglu_fast_is_reference_is_model(dtype, m, dims, seed):
+def test_swiglu_reference_is_model_and_fast_is_within_a_rounding(dtype, m, dims, seed):
     c, i = dims
     mlp = MLP(Qwen2Config(hidden_size=c, intermediate_size=i, num_attention_heads=1, num_key_value_heads=1,
                           vocab_size=8, num_hidden_layers=1)).to(dtype)
@@ -68,17 +67,14 @@ def test_swiglu_fast_is_reference_is_model(dtype, m, dims, seed):
         expected = mlp(x)
     ref = swiglu.reference(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
     assert torch.equal(ref, expected)
-    gate_up = swiglu.fuse_gate_up(mlp.gate_proj.weight, mlp.up_proj.weight)
-    out = swiglu.fast(x, gate_up, mlp.down_proj.weight)
-    if i % 32 == 0 or dtype == torch.bfloat16:               # see swiglu.fast: silu's scalar tail
-        assert torch.equal(out, ref)
-    else:
-        assert torch.allclose(out, ref, rtol=1e-6, atol=1e-6)
-
-
-def test_silu_mul_splits_gate_then_up():
-    gu = torch.tensor([[1.0, -2.0, 3.0, 4.0]])
-    assert torch.equal(swiglu.silu_mul(gu), F.silu(gu[:, :2]) * gu[:, 2:])
+    if not swiglu.available():
+        return
+    out = swiglu.PackedSwiGLU.from_mlp(mlp)(x)
+    exact = swiglu.reference(*(t.double() for t in (x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)))
+    # fast rounds fewer intermediates than the reference, so it is at least as close to exact math
+    err_fast, err_ref = (out.double() - exact).abs().max(), (ref.double() - exact).abs().max()
+    scale = exact.abs().max()
+    assert err_fast <= err_ref + (1e-6 if dtype == torch.float32 else 2 ** -8) * scale
 
 
 # --- attention -----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cascadener import SamplingParams, generate, load_model, load_tokenizer
 from cascadener.cache import StaticKVCache
 from cascadener.generation import PrefillCounter, prefill
-from cascadener.prefix_cache import PrefixCache
+from cascadener.prefix_cache import PrefixCache, row_kv
 from cascadener.scheduler import generate_continuous
 
 TEXTS = ["Kobe Bryant played", "Angela", "The European Union signed a deal with Japan.", "東京は", "person, location",
@@ -83,8 +83,9 @@ def test_place_right_aligns_a_sequence_and_keeps_its_numbers(tiny):
     a, b = tok.encode(TEXTS[2]), tok.encode(TEXTS[1])
     src, _ = prefill(model, [a, b], 0)
     dst = StaticKVCache.for_model(model, 2, 4)
-    dst.place(1, src, 1)                              # short one first: length = len(b)
-    dst.place(0, src, 0)                              # a longer one pads every row on the left
+    dst.place(1, [row_kv(src, 1)])                    # short one first: length = len(b)
+    head, tail = row_kv(src, 0).split([3, len(a) - 3], dim=3)
+    dst.place(0, [head, tail])                        # a longer one, in two pieces, pads every row on the left
     assert dst.length == len(a)
     assert dst.valid[0].sum() == len(a) and dst.valid[1, len(a) - len(b):len(a)].all()
     assert dst.valid[1].sum() == len(b)

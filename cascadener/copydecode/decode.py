@@ -35,6 +35,7 @@ runs short of room.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -42,10 +43,10 @@ import torch
 import torch.nn as nn
 
 from ..cache import StaticKVCache
-from ..fastlinear import linear_rows
 from ..generation import PrefillCounter, prefill
 from ..model import Qwen2
-from ..prefix_cache import PrefixCache
+from ..prefix_cache import PrefixCache, row_kv
+from ..restricted_head import restricted_logits
 from ..tokenizer import Tokenizer
 from .automaton import Allowed, CopyAutomaton, CopyConstraint, CopyState
 
@@ -100,11 +101,13 @@ class _Row:
     automaton: CopyAutomaton
     budget: int
     state: CopyState
+    picker: Picker
+    prompt: list[int]
+    pending: list[int] = field(default_factory=list)   # fed next: the prompt's uncached rest, then the last chosen token
     tokens: list[int] = field(default_factory=list)
-    feed: int = -1              # the last chosen token, emitted but not yet run through the model
     done: bool = False
     faithful: bool = False
-    forward_passes: int = 1     # the prefill
+    forward_passes: int = 0
     accepted: int = 0
 
     def emit(self, token: int) -> None:
@@ -119,16 +122,17 @@ class _Row:
 @dataclass
 class _Plan:
     """What one row feeds in one forward, and what it checks at each fed position."""
-    block: list[int]            # the pending token, then the draft (a final end token is not fed)
-    draft: list[int]            # draft[i] is the guess for the token after block[i]
-    allowed: list[Allowed]      # allowed[i]: what the constraint allows after block[i]
+    block: list[int]            # the pending tokens, then the draft (a final end token is not fed)
+    draft: list[int]            # draft[i] is the guess for the token after block[skip + i]
+    allowed: list[Allowed]      # allowed[i]: what the constraint allows after block[skip + i]
+    skip: int = 0               # leading fed positions with nothing to check (a joining prompt's)
 
 
 N_DRAFT = 4
 
 
 def _plan(row: _Row, n_draft: int) -> _Plan:
-    """The row's next block: its pending token and the longest draft the constraint permits."""
+    """The row's next block: its pending tokens and the longest draft the constraint permits."""
     auto, state = row.automaton, row.state
     allowed, draft = [auto.allowed(state)], []
     for token in auto.draft(state, min(n_draft, row.budget - len(row.tokens))):
@@ -140,68 +144,35 @@ def _plan(row: _Row, n_draft: int) -> _Plan:
             break           # nothing follows the end, so it needs no position of its own
         state = after
         allowed.append(auto.allowed(state))
-    block = [row.feed] + draft[:len(allowed) - 1]
-    return _Plan(block, draft, allowed)
+    return _Plan(row.pending + draft[:len(allowed) - 1], draft, allowed, len(row.pending) - 1)
 
 
-def _restricted_logits(hidden: torch.Tensor, head: nn.Module, allowed: Sequence[Allowed]
-                       ) -> tuple[torch.Tensor, list[int]]:
-    """Logits (N, U) of the N hidden states over the union U of their allowed sets, -inf outside
-    each one's own set; also U's ids, ascending. One union keeps it to one small matmul, and it is
-    the model's own `lm_head(x).float()`, for U's rows of the head only."""
-    union = torch.unique(torch.cat([a.ids for a in allowed]))             # sorted ascending
-    rows = torch.repeat_interleave(torch.arange(len(allowed)), torch.tensor([len(a.ids) for a in allowed]))
-    cols = torch.cat([torch.searchsorted(union, a.ids) for a in allowed])
-    ok = torch.zeros(len(allowed), len(union), dtype=torch.bool)
-    ok[rows, cols] = True
-    logits = linear_rows(head, hidden, union.to(hidden.device)).float()
-    return logits.masked_fill(~ok.to(logits.device), float("-inf")), union.tolist()
-
-
-def _scan(row: _Row, p: _Plan, scores: torch.Tensor, ids: list[int], picker: Picker) -> int:
-    """Walk the row's positions in order, emitting the model's token at each, until it departs
-    from the draft (or the row ends). `ids` (sorted) names the columns of `scores`. Returns how
-    many fed tokens stay in the cache."""
+def _scan(row: _Row, p: _Plan, scores: torch.Tensor, ids: list[int]) -> int:
+    """Walk the row's checked positions in order, emitting the model's token at each, until it
+    departs from the draft (or the row ends). `ids` (sorted) names the columns of `scores`.
+    Returns how many fed tokens stay in the cache."""
     for i in range(len(p.allowed)):
         draft = p.draft[i] if i < len(p.draft) else None
-        token = ids[picker.pick(scores[i], None if draft is None else bisect_left(ids, draft))]
+        token = ids[row.picker.pick(scores[i], None if draft is None else bisect_left(ids, draft))]
         row.emit(token)
         row.accepted += token == draft
         if row.done or token != draft:
             break
-    row.feed = token
-    return i + 1
+    row.pending = [token]
+    return p.skip + i + 1
 
 
-def _decide(rows: Sequence[_Row], plans: dict[int, _Plan], hidden: torch.Tensor, head: nn.Module,
-            picker: Picker) -> list[int]:
-    """Scan every planned row, reading the hidden states (B, width, C) of the block just run.
-    Returns, per row, how many of its fed tokens stay in the cache."""
-    entries = torch.tensor([(r, i) for r, p in plans.items() for i in range(len(p.allowed))])
-    logits, ids = _restricted_logits(hidden[entries[:, 0], entries[:, 1]], head,
-                                     [a for p in plans.values() for a in p.allowed])
-    kept, at = [0] * len(rows), 0
+def _decide(rows: dict[int, _Row], plans: dict[int, _Plan], hidden: torch.Tensor, head: nn.Module) -> dict[int, int]:
+    """Scan every planned row (by cache row), reading the hidden states (B, width, C) of the block
+    just run. Returns, per cache row, how many of its fed tokens stay in the cache."""
+    entries = torch.tensor([(r, p.skip + i) for r, p in plans.items() for i in range(len(p.allowed))])
+    logits, ids = restricted_logits(hidden[entries[:, 0], entries[:, 1]], head,
+                                    [a.ids for p in plans.values() for a in p.allowed])
+    kept, at = {}, 0
     for r, p in plans.items():
-        kept[r] = _scan(rows[r], p, logits[at:at + len(p.allowed)], ids, picker)
+        kept[r] = _scan(rows[r], p, logits[at:at + len(p.allowed)], ids)
         at += len(p.allowed)
     return kept
-
-
-class _Headless:
-    """The model as `generation.prefill` calls it, answering with final hidden states instead of
-    logits, so that the first token too goes through the restricted head.
-
-    It also sidesteps a slow path: the full head over `x[:, -1:]` of a longer prompt (a view whose
-    batch stride is the prompt's) took 1.3-7 s on this CPU in bfloat16, against 0.04 s contiguous.
-    """
-
-    def __init__(self, model: Qwen2):
-        self.model, self.config, self.dtype, self.device = model, model.config, model.dtype, model.device
-
-    def __call__(self, idx: torch.Tensor, cache: StaticKVCache | None = None, pad_mask: torch.Tensor | None = None,
-                 logits_at: slice | None = None) -> torch.Tensor:
-        hidden = self.model.hidden_states(idx, cache, pad_mask)
-        return hidden if logits_at is None else hidden[:, logits_at]
 
 
 @torch.inference_mode()
@@ -209,55 +180,95 @@ def copy_mark(model: Qwen2, tokenizer: Tokenizer, prompt_ids: Sequence[Sequence[
               speculate: bool = True, n_draft: int = N_DRAFT, temperature: float = 0.0, top_k: int = 0,
               top_p: float = 1.0, seed: int | None = None, max_new_tokens: int | None = None,
               pad_id: int | None = None, counter: PrefillCounter | None = None,
-              prefix_cache: PrefixCache | None = None) -> list[CopyResult]:
+              prefix_cache: PrefixCache | None = None, batch_size: int = 32) -> list[CopyResult]:
     """Mark entities in each source by constrained (and, by default, copy-speculative) decoding.
 
     prompt_ids[i] is the chat prompt (ending in the assistant header) whose answer is sources[i]
-    with `##` marks. Rows may repeat a prompt (k sampled runs): the shared prefix is prefilled
-    once. temperature 0 is greedy; otherwise each row samples with the given top-k/top-p, seeded
-    once for the batch. max_new_tokens=None lets every copy finish (the automaton bounds its
-    length); a smaller budget may cut a copy short (then `faithful` is False). There is no
-    repetition penalty: a copy repeats the prompt by design. pad_id, counter and prefix_cache are
-    as in `generation.prefill` (the prefill is most of a copy's time once speculation has cut the
-    decoding down, so reusing cached prompt prefixes matters here).
+    with `##` marks. temperature 0 is greedy; otherwise request i samples with the given
+    top-k/top-p from its own generator, seeded seed + i, so its output does not depend on the batch
+    it ran in. max_new_tokens=None lets every copy finish (the automaton bounds its length); a
+    smaller budget may cut a copy short (then `faithful` is False). There is no repetition
+    penalty: a copy repeats the prompt by design. counter and prefix_cache are as in
+    `generation.prefill`.
+
+    Continuous batching over `batch_size` cache rows: finished rows are handed to waiting requests,
+    a quarter of the rows at a time so that one prefill serves several (through the prefix cache;
+    prompts the joiners share, like the k runs of one text, are computed once). Padding costs
+    attention only: the model runs its linear layers on the real tokens (cascadener.cache.AttentionMeta).
     """
     if len(prompt_ids) != len(sources):
         raise ValueError(f"{len(prompt_ids)} prompts for {len(sources)} sources")
-    if n_draft < 0 or (max_new_tokens is not None and max_new_tokens < 1):
-        raise ValueError(f"need n_draft >= 0 and max_new_tokens >= 1, got {n_draft}, {max_new_tokens}")
+    if n_draft < 0 or batch_size < 1 or (max_new_tokens is not None and max_new_tokens < 1):
+        raise ValueError(f"need n_draft >= 0, batch_size >= 1 and max_new_tokens >= 1, "
+                         f"got {n_draft}, {batch_size}, {max_new_tokens}")
+    if any(not p for p in prompt_ids):
+        raise ValueError("empty prompt")
     constraint = CopyConstraint.for_tokenizer(tokenizer)
-    automata = [constraint.for_source(s) for s in sources]
-    rows = [_Row(a, max_new_tokens or a.max_tokens, a.start) for a in automata]
+    requests = []
+    for i, (p, s) in enumerate(zip(prompt_ids, sources)):
+        auto = constraint.for_source(s)
+        generator = None if seed is None else torch.Generator().manual_seed(seed + i)
+        requests.append(_Row(auto, max_new_tokens or auto.max_tokens, auto.start,
+                             Picker(temperature, top_k, top_p, generator), list(p)))
     n_draft = n_draft if speculate else 0
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    picker = Picker(temperature, top_k, top_p, generator)
     pad = constraint.end_id if pad_id is None else pad_id
-    # The cache grows on demand (see `StaticKVCache.make_room`): start with room for a short copy and two blocks.
-    cache, last = prefill(_Headless(model), prompt_ids, 64 + 2 * (n_draft + 1), pad, counter, prefix_cache)
-    head = model.lm_head
+    waiting = deque(requests)
+    B = min(batch_size, len(requests))
+    if B == 0:
+        return []
+    # The cache grows on demand (`StaticKVCache.make_room`): start with room for a prompt and a short copy.
+    cache = StaticKVCache.for_model(model, B, max(map(len, prompt_ids)) + 64)
+    rows: dict[int, _Row] = {}                           # cache row -> request in it
 
-    # The prefill's last hidden states give the first token: a plan with nothing to feed.
-    first = {r: _Plan([], [], [row.automaton.allowed(row.state)]) for r, row in enumerate(rows)}
-    _decide(rows, first, last[:, None], head, picker)
-
-    while not all(row.done for row in rows):
-        plans = {r: _plan(row, n_draft) for r, row in enumerate(rows) if not row.done}
-        ids, fed = _block(plans, len(rows), pad)
+    while waiting or rows:
+        free = [r for r in range(B) if r not in rows][:len(waiting)]
+        if free and (len(free) >= min(max(1, B // 4), len(waiting)) or not rows):   # groups: one prefill each
+            joining = [waiting.popleft() for _ in free]
+            rows.update(_join(model, cache, joining, free, pad, counter, prefix_cache))
+            for r in free:
+                if r not in rows:
+                    cache.release(r)                     # finished at its first token
+        if not rows:
+            continue
+        plans = {r: _plan(row, n_draft) for r, row in rows.items()}
+        ids, fed = _block(plans, B, pad)
         cache.make_room(ids.shape[1])
         start = cache.length
         hidden = model.hidden_states(ids.to(model.device), cache, fed.to(model.device))
-        for r in plans:
-            rows[r].forward_passes += 1
-        kept = _decide(rows, plans, hidden, head, picker)
-        cache.crop_rows([start + k for k in kept])
+        kept = _decide(rows, plans, hidden, model.lm_head)
+        cache.crop_rows([start + kept.get(r, 0) for r in range(B)])
+        for r, row in list(rows.items()):
+            row.forward_passes += 1
+            if row.done:
+                del rows[r]
+                cache.release(r)
+        if not waiting and 0 < len(rows) <= B // 2:
+            # The tail: no one will join, so stop paying attention over the empty rows.
+            cache = cache.select(list(rows))
+            rows, B = dict(enumerate(rows.values())), len(rows)
 
     return [CopyResult(constraint.text(row.tokens), row.tokens, row.forward_passes, row.accepted, row.faithful)
-            for row in rows]
+            for row in requests]
+
+
+def _join(model: Qwen2, cache: StaticKVCache, joining: list[_Row], free: list[int], pad: int,
+          counter: PrefillCounter | None, prefix_cache: PrefixCache | None) -> dict[int, _Row]:
+    """Prefill the joining requests' prompts together (through the prefix cache), seat each in a
+    free cache row, and pick its first token from the prompt's last hidden state."""
+    src, last = prefill(model, [row.prompt for row in joining], 0, pad, counter, prefix_cache, logits=False)
+    seated = {}
+    for j, (r, row) in enumerate(zip(free, joining)):
+        cache.place(r, [row_kv(src, j)])
+        seated[r] = row
+        row.forward_passes += 1
+    first = {j: _Plan([], [], [row.automaton.allowed(row.state)]) for j, row in enumerate(joining)}
+    _decide(dict(enumerate(joining)), first, last[:, None], model.lm_head)
+    return {r: row for r, row in seated.items() if not row.done}
 
 
 def _block(plans: dict[int, _Plan], batch: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The plans' blocks as one right-padded (batch, width) id tensor and its real-token mask;
-    finished rows feed only padding, which no real token attends to."""
+    empty rows feed only padding, which no real token attends to."""
     width = max(len(p.block) for p in plans.values())
     ids = torch.full((batch, width), pad, dtype=torch.long)
     fed = torch.zeros(batch, width, dtype=torch.bool)
