@@ -89,7 +89,7 @@ def run_model(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    result = run(ner, gold, tree, batch_size=args.batch_size)
+    result = run(ner, gold, tree, chunk=args.chunk)
     if args.save_predictions:
         write_jsonl(result.predictions, args.save_predictions)
     if args.report:

@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     good = [r for r in records if r.error is None]
     docs: dict[int, Document] = {}
     start = time.perf_counter()
-    for n in range(0, len(good), args.batch_size):
-        chunk = good[n:n + args.batch_size]
+    for n in range(0, len(good), args.chunk):
+        chunk = good[n:n + args.chunk]
         try:
             tagged = ner.predict_batch([r.text for r in chunk], categories=tree)
         except Exception as e:  # one failing batch must not cost the others their output
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         for r, d in zip(chunk, tagged):
             d.lang, d.id = r.lang, r.id
             docs[r.line] = d
-        done, secs = min(n + args.batch_size, len(good)), time.perf_counter() - start
+        done, secs = min(n + args.chunk, len(good)), time.perf_counter() - start
         print(f"\r{done}/{len(good)} texts, {done / secs:.2f} texts/s", end="", file=sys.stderr, flush=True)
     if good:
         print(file=sys.stderr)

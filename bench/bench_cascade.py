@@ -86,10 +86,10 @@ def variants(fast: CascadeNER) -> dict[str, CascadeNER]:
     }
 
 
-def run(name: str, ner: CascadeNER, texts: list[str], tree: Hierarchy, batch: int) -> dict:
+def run(name: str, ner: CascadeNER, texts: list[str], tree: Hierarchy, chunk: int) -> dict:
     """Predictions, time and (naive) per-sentence flags for one pipeline."""
     per_sentence = name == "naive"
-    step = 1 if per_sentence else batch
+    step = 1 if per_sentence else chunk
     preds, flags = [], []
     with OthersShare() as others:
         start = time.perf_counter()
@@ -123,7 +123,7 @@ def main() -> None:
     print(f"# {machine}\n# {len(texts)} sentences of {args.data}; labels {tree.roots}; "
           f"prompt format {args.prompt_format}; {args.dtype}", flush=True)
 
-    results = {name: run(name, ner, texts, tree, args.batch_size) for name, ner in pipelines.items()}
+    results = {name: run(name, ner, texts, tree, args.chunk) for name, ner in pipelines.items()}
     naive = results["naive"]
     rows = []
     for name, r in results.items():

@@ -28,7 +28,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--extractor-adapter", help="PEFT LoRA adapter directory for the extractor")
     g.add_argument("--classifier-adapter", help="PEFT LoRA adapter directory for the classifier")
     g.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--batch-size", type=int, default=32,
+                   help="sequences the fast engine decodes together (the naive engine: 1)")
+    g.add_argument("--chunk", type=int, default=256,
+                   help="texts handed to the pipeline at a time; the engine's batches are drawn from them")
     g.add_argument("--int8", action="store_true", help="weight-only int8 linear layers (faster CPU decode)")
     g.add_argument("--engine", choices=("fast", "naive"), default="fast",
                    help="naive = the authors' loop, for auditing: one prompt at a time, generated until it "

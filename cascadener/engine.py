@@ -44,13 +44,13 @@ class ChatEngine:
     model: Qwen2
     tokenizer: Tokenizer
     generation_config: dict
-    batch_size: int = 8
+    batch_size: int = 32
     counter: PrefillCounter = field(default_factory=PrefillCounter)
     prefix_cache: PrefixCache | None = field(default_factory=PrefixCache)   # None: recompute every prompt
 
     @classmethod
     def load(cls, path: str | Path, adapter: str | Path | None = None, dtype: torch.dtype = torch.bfloat16,
-             batch_size: int = 8, reuse_prefixes: bool = True, int8: bool = False) -> ChatEngine:
+             batch_size: int = 32, reuse_prefixes: bool = True, int8: bool = False) -> ChatEngine:
         """The adapter is merged, then the linears take their inference form (cascadener.fastlinear):
         oneDNN-packed on CPU, or weight-only int8 with `int8`."""
         path = Path(path)

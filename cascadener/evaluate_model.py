@@ -48,14 +48,14 @@ def with_paths(docs: Sequence[Document], tree: Hierarchy) -> list[Document]:
     return out
 
 
-def run(ner: CascadeNER, gold: Sequence[Document], tree: Hierarchy, batch_size: int = 8,
+def run(ner: CascadeNER, gold: Sequence[Document], tree: Hierarchy, chunk: int = 256,
         progress: bool = True) -> ModelRun:
     gold = with_paths(gold, tree)
     predictions: list[Document] = []
     start = time.perf_counter()
-    for n in range(0, len(gold), batch_size):
-        chunk = gold[n:n + batch_size]
-        for g, p in zip(chunk, ner.predict_batch([d.text for d in chunk], categories=tree, lang=chunk[0].lang)):
+    for n in range(0, len(gold), chunk):
+        texts = gold[n:n + chunk]
+        for g, p in zip(texts, ner.predict_batch([d.text for d in texts], categories=tree, lang=texts[0].lang)):
             predictions.append(replace(p, lang=g.lang, id=g.id))
         if progress:
             secs = time.perf_counter() - start

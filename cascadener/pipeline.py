@@ -66,7 +66,7 @@ class CascadeNER:
     def load(cls, model: str | Path | None = None, extractor: str | Path | None = None,
              classifier: str | Path | None = None, extractor_adapter: str | Path | None = None,
              classifier_adapter: str | Path | None = None, dtype: torch.dtype = torch.bfloat16,
-             batch_size: int = 8, options: Options | None = None, demos: Sequence[Document] = (),
+             batch_size: int = 32, options: Options | None = None, demos: Sequence[Document] = (),
              reuse_prefixes: bool = True, int8: bool = False) -> CascadeNER:
         """Two checkpoints, or one base with two adapters, or one plain instruct model for both."""
         ext_path, cls_path = extractor or model, classifier or model
