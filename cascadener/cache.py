@@ -57,6 +57,15 @@ def causal_pad_mask(query_valid: torch.Tensor, key_valid: torch.Tensor, offset: 
     return mask[:, None]
 
 
+def kv_dtype(model) -> torch.dtype:
+    """float32 on a CPU, whatever the model's dtype: attention computes in float32 there
+    (kernels.attention), and a bfloat16 cache would be converted again by every later forward, in
+    every layer (it was the largest single cost of batched decoding). The values stored are the
+    model's own bfloat16 keys and values, exactly, so nothing changes but where the conversion
+    happens. Other devices keep the model's dtype for their fused kernels."""
+    return torch.float32 if model.device.type == "cpu" else model.dtype
+
+
 class KVCache(Protocol):
     def begin(self, pad_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -83,7 +92,8 @@ class StaticKVCache:
     @classmethod
     def for_model(cls, model, batch: int, max_len: int) -> StaticKVCache:
         c = model.config
-        return cls(c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim, max_len, model.dtype, model.device)
+        return cls(c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim, max_len, kv_dtype(model),
+                   model.device)
 
     @property
     def batch(self) -> int:

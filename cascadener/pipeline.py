@@ -30,7 +30,7 @@ class Options:
     system: str | None = None         # None = the format's own default
     zero_shot: bool = False           # offer "unknown" (the paper's zero-shot setting)
     constrain: bool = True            # extraction copies the source under a constraint, and labels are
-                                      # scored candidates (always valid, with a probability), instead of
+                                      # decoded among the candidates (always valid, with a probability), instead of
                                       # free text that is parsed and matched
     seed: int = 0
     max_segment_chars: int = 600      # longer texts are split at sentence ends, offsets mapped back

@@ -50,6 +50,7 @@ class PrefixCache:
         self.budget = budget_tokens
         self.size = 0                               # tokens held
         self._owner: weakref.ref | None = None      # whose keys and values these are
+        self.dtype: torch.dtype | None = None       # the model's: a float32 CPU cache's values are bf16 ones
 
     def bind(self, model) -> None:
         """Tie the tree to the model that fills it: the KV of one model (or of the same base with
@@ -58,7 +59,7 @@ class PrefixCache:
         and a separately loaded model never does."""
         owner = self._owner() if self._owner is not None else None
         if owner is None:
-            self._owner = weakref.ref(model.config)
+            self._owner, self.dtype = weakref.ref(model.config), model.dtype
         elif owner is not model.config:
             raise ValueError("this prefix cache holds keys and values computed by another model; "
                              "give every model its own PrefixCache")
@@ -83,7 +84,8 @@ class PrefixCache:
         while n < len(ids):
             child = node.children.get(ids[n])
             if child is None:
-                leaf = Node(tuple(ids[n:]), kv[:, :, :, n:].clone(), parent=node, last_used=next(_clock))
+                leaf = Node(tuple(ids[n:]), kv[:, :, :, n:].to(self.dtype or kv.dtype, copy=True), parent=node,
+                            last_used=next(_clock))
                 node.children[ids[n]] = leaf
                 self.size += len(leaf.tokens)
                 break

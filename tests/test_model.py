@@ -81,6 +81,27 @@ def test_padded_batch_equals_each_alone(tiny, rows):
         assert torch.isfinite(batch[i]).all()
 
 
+def test_padding_never_reaches_a_linear_layer(tiny):
+    """Ragged rows: every linear (attention projections, MLP, LM head aside) sees the real tokens
+    only, and their results are those of the rows run alone."""
+    rows = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rows])
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+             for m in tiny.modules() if isinstance(m, torch.nn.Linear) and m is not tiny.lm_head]
+    try:
+        hidden = tiny.hidden_states(ids, pad_mask=mask)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen and set(seen) == {int(mask.sum())}
+    for i, r in enumerate(rows):
+        alone = tiny.hidden_states(torch.tensor([r]))[0]
+        assert torch.allclose(hidden[i, width - len(r):], alone, atol=1e-5, rtol=1e-5)
+
+
 def test_cache_select_and_crop(tiny):
     x = torch.tensor([[3, 4, 5, 6, 7, 8]])
     full = tiny(x)

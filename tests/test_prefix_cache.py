@@ -61,3 +61,18 @@ def test_a_prefix_cache_refuses_a_second_model(tiny_ckpt):
     generate(a, [[1, 2, 3, 5]], SamplingParams(max_new_tokens=2), prefix_cache=tree)
     with pytest.raises(ValueError, match="another model"):
         generate(b, [[1, 2, 3, 4]], SamplingParams(max_new_tokens=2), prefix_cache=tree)
+
+
+def test_a_bfloat16_model_keeps_a_float32_cache_and_a_bfloat16_tree_exactly(tiny_ckpt):
+    """The CPU cache holds float32 (attention computes in it) and the tree the model's dtype; the
+    values are the model's bfloat16 ones either way, so the round trip loses nothing."""
+    model = load_model(tiny_ckpt, torch.bfloat16)
+    prompt = list(range(3, 30))
+    tree = PrefixCache()
+    cache, cold = prefill(model, [prompt], 0, prefix_cache=tree)
+    assert cache.k.dtype == torch.float32 and torch.equal(cache.k, cache.k.bfloat16().float())
+    n, pieces = tree.match(prompt)
+    assert n == len(prompt) and all(p.dtype == torch.bfloat16 for p in pieces)
+    _, warm = prefill(model, [prompt + [40]], 0, prefix_cache=tree)
+    _, fresh = prefill(model, [prompt + [40]], 0)
+    assert (warm - fresh).abs().max() <= 0.02 * fresh.abs().max()     # bf16 GEMMs of another shape
