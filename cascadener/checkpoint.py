@@ -1,17 +1,22 @@
 """Official Hugging Face-layout checkpoints -> Qwen2 modules. The only place that knows tensor names.
 
 A checkpoint directory holds config.json and either model.safetensors or the shards listed in
-model.safetensors.index.json. Files are memory-mapped by safetensors; pickle is never touched.
-Every problem is reported with the file and the tensor it concerns.
+model.safetensors.index.json; pickle is never touched. Every problem is reported with the file and
+the tensor it concerns.
+
+Reading is by hand (the format is an 8-byte header length, a JSON header of names, dtypes, shapes
+and byte offsets, then the raw data), each tensor read into memory of its own rather than mapped.
+A mapped file keeps every page it has served resident for as long as any tensor of it lives; with
+private tensors, packing the linears for inference (fastlinear) frees each plain weight as its
+packed copy is made, and the process holds one copy of the weights, not two.
 """
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-
 from .model import ConfigError, Qwen2, Qwen2Config
 
 FLOAT_DTYPES = {torch.float32, torch.bfloat16, torch.float16}
@@ -47,10 +52,63 @@ def weight_files(path: Path) -> dict[str, Path]:
     raise CheckpointError(f"{path}: no model.safetensors or {INDEX_FILE}{hint}")
 
 
-def _open(file: Path):
+SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
+
+
+class SafetensorsFile:
+    """The header of one .safetensors file, and its tensors read one at a time on request."""
+
+    def __init__(self, file: Path):
+        self.file = file
+        size = file.stat().st_size
+        with open(file, "rb") as f:
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if not 0 < n <= size - 8:
+                raise CheckpointError(f"{file}: corrupt or truncated safetensors file (header length {n}, "
+                                      f"file size {size})")
+            try:
+                header = json.loads(f.read(n))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise CheckpointError(f"{file}: corrupt safetensors header ({e})") from None
+        header.pop("__metadata__", None)
+        self.start, self.entries = 8 + n, header
+        for name, e in header.items():
+            begin, end = e["data_offsets"]
+            if self.start + end > size:
+                raise CheckpointError(f"{file}: corrupt or truncated safetensors file: tensor {name} ends at "
+                                      f"byte {self.start + end}, the file has {size}")
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        e = self.entries[name]
+        dtype = SAFETENSORS_DTYPES.get(e["dtype"])
+        if dtype is None:
+            raise CheckpointError(f"{self.file}: tensor {name} has dtype {e['dtype']}, which is not supported")
+        begin, end = e["data_offsets"]
+        shape = torch.Size(e["shape"])
+        if end - begin != shape.numel() * dtype.itemsize:
+            raise CheckpointError(f"{self.file}: tensor {name} holds {end - begin} bytes, its shape "
+                                  f"{tuple(shape)} and dtype {e['dtype']} need {shape.numel() * dtype.itemsize}")
+        if end == begin:
+            return torch.empty(shape, dtype=dtype)
+        buf = bytearray(end - begin)
+        with open(self.file, "rb") as f:
+            f.seek(self.start + begin)
+            f.readinto(buf)
+        return torch.frombuffer(buf, dtype=dtype).reshape(shape)     # owns `buf`: no copy, no mapping
+
+
+def _open(file: Path) -> SafetensorsFile:
     try:
-        return safe_open(str(file), framework="pt")
-    except Exception as e:  # safetensors raises its own error types for truncated or corrupt headers
+        return SafetensorsFile(file)
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
         raise CheckpointError(f"{file}: corrupt or truncated safetensors file ({e})") from None
 
 

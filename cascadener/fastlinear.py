@@ -53,24 +53,7 @@ def pack_linears(model: Qwen2) -> Qwen2:
     _swap_linears(model, PackedLinear.from_linear)
     if isinstance(model.lm_head, nn.Linear):
         model.lm_head = PackedLinear.from_linear(model.lm_head, keep_weight=True)
-    _own_memory(model)
     return model
-
-
-def _own_memory(model: Qwen2) -> None:
-    """Copy what still points into the checkpoint file into the process's own memory. The loader
-    maps the safetensors file, and as long as one tensor (the embedding, a bias) is a view of that
-    mapping, every page that packing read stays resident next to its packed copy."""
-    head = model.lm_head
-    plain = getattr(head, "weight", None)          # an int8 head has none
-    tied = plain is not None and plain.data_ptr() == model.embed_tokens.weight.data_ptr()
-    for p in model.parameters():
-        p.data = p.data.clone()
-    for m in model.modules():
-        if isinstance(m, PackedLinear) and m.bias is not None:
-            m.bias = m.bias.clone()
-    if isinstance(head, PackedLinear) and plain is not None:
-        head.weight = model.embed_tokens.weight.detach() if tied else plain.clone()
 
 
 def prepare_for_inference(model: Qwen2, int8: bool = False) -> Qwen2:

@@ -150,3 +150,29 @@ def test_real_checkpoint_layout(real_ckpt):
     model = load_model(real_ckpt, torch.bfloat16)
     assert model.lm_head.weight is model.embed_tokens.weight        # tied head, absent from the file
     assert model.config.vocab_size == 151936 and model.dtype == torch.bfloat16
+
+
+def test_the_model_owns_its_weights_once_loaded(ckpt):
+    """Tensors are read into memory of their own, not mapped from the file: rewriting the file
+    afterwards changes nothing (a mapping would serve the new bytes to pages not yet touched)."""
+    before = {n: p.clone() for n, p in load_model(ckpt).named_parameters()}
+    model = load_model(ckpt)
+    f = ckpt / "model.safetensors"
+    data = f.read_bytes()
+    n = 8 + int.from_bytes(data[:8], "little")
+    f.write_bytes(data[:n] + bytes(len(data) - n))            # same header, every weight zeroed
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]), name
+
+
+def test_a_tensor_whose_bytes_do_not_fit_its_shape_is_named(ckpt):
+    f = ckpt / "model.safetensors"
+    data = f.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["shape"] = [2 * d for d in header[name]["shape"]]
+    raw = json.dumps(header).encode()                            # offsets count from the data, so n may change
+    f.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+    with pytest.raises(CheckpointError, match=f"{name}.*bytes"):
+        load_model(ckpt)
