@@ -30,7 +30,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     g.add_argument("--batch-size", type=int, default=32,
                    help="sequences the fast engine decodes together (the naive engine: 1)")
-    g.add_argument("--chunk", type=int, default=256,
+    g.add_argument("--chunk", type=int, default=1024,
                    help="texts handed to the pipeline at a time; the engine's batches are drawn from them")
     g.add_argument("--int8", action="store_true", help="weight-only int8 linear layers (faster CPU decode)")
     g.add_argument("--engine", choices=("fast", "naive"), default="fast",

@@ -48,7 +48,7 @@ def with_paths(docs: Sequence[Document], tree: Hierarchy) -> list[Document]:
     return out
 
 
-def run(ner: CascadeNER, gold: Sequence[Document], tree: Hierarchy, chunk: int = 256,
+def run(ner: CascadeNER, gold: Sequence[Document], tree: Hierarchy, chunk: int = 1024,
         progress: bool = True) -> ModelRun:
     gold = with_paths(gold, tree)
     predictions: list[Document] = []
