@@ -31,10 +31,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # benchmark this tree's cascadener, whatever else is installed
 
-from common import OthersShare, machine_info, shared_data  # noqa: E402
+from common import OthersShare, machine_info, matmul_gflops, memory_bandwidth, shared_data  # noqa: E402
 
 from cascadener.cli import NAIVE_LABEL_TOKENS, add_model_args, load_pipeline  # noqa: E402
 from cascadener.data.labels import dataset_types, load_labelled  # noqa: E402
@@ -86,8 +88,17 @@ def variants(fast: CascadeNER) -> dict[str, CascadeNER]:
     }
 
 
+def probe() -> str:
+    """The machine's state now: its memory bandwidth and GEMM rate drift over tens of minutes, and
+    they move the two sides differently (naive is mostly batch-1 decode, bound by bandwidth; the
+    fast engine is mostly GEMMs, bound by arithmetic)."""
+    threads = torch.get_num_threads()
+    return f"{memory_bandwidth(threads, copy=False)['read_GBps']} GB/s, {matmul_gflops(threads)} GFLOP/s"
+
+
 def run(name: str, ner: CascadeNER, texts: list[str], tree: Hierarchy, chunk: int) -> dict:
     """Predictions, time and (naive) per-sentence flags for one pipeline."""
+    machine_then = probe()
     per_sentence = name == "naive"
     step = 1 if per_sentence else chunk
     preds, flags = [], []
@@ -103,7 +114,7 @@ def run(name: str, ner: CascadeNER, texts: list[str], tree: Hierarchy, chunk: in
         seconds = time.perf_counter() - start
     print(file=sys.stderr)
     return {"preds": preds, "flags": flags, "seconds": seconds, "others_cpu_share": others.value,
-            "stats": vars(ner.stats)}
+            "stats": vars(ner.stats), "probe": f"{machine_then} / {probe()}"}
 
 
 def entities(doc) -> list[tuple]:
@@ -133,7 +144,7 @@ def main() -> None:
         r["speedup"] = naive["seconds"] / r["seconds"]
         star = "*" if r["others_cpu_share"] > OTHERS_LIMIT else ""
         rows.append(f"| {name} | {r['sentences_per_s']:.3f}{star} | {r['speedup']:.2f}x | {r['span_f1']:.3f} | "
-                    f"{r['extraction_f1']:.3f} | {r['others_cpu_share']:.0%} |")
+                    f"{r['extraction_f1']:.3f} | {r['others_cpu_share']:.0%} | {r['probe']} |")
 
     differ = {name: [i for i, (a, b) in enumerate(zip(results[name]["preds"], naive["preds"]))
                      if entities(a) != entities(b)] for name in ("fast", "fast --no-constrain")}
@@ -142,8 +153,8 @@ def main() -> None:
         f = naive["flags"][i]
         reasons["unfaithful copy" if f["unfaithful"] else "off-list label" if f["off_list"] else "unexplained"] += 1
 
-    print("\n| run | sentences/s | vs naive | span F1 | extraction F1 | others' CPU share |")
-    print("|---|---|---|---|---|---|")
+    print("\n| run | sentences/s | vs naive | span F1 | extraction F1 | others' CPU share | probe before / after |")
+    print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     speed = results["fast"]["speedup"]
     print(f"\nfast >= {GOAL}x naive: {'PASS' if speed >= GOAL else 'MISS'} ({speed:.2f}x)")
