@@ -170,6 +170,18 @@ def test_a_batch_equals_each_row_alone(tiny):
         assert copy_mark(model, tok, [p], [s])[0].tokens == r.tokens
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_fewer_rows_than_requests_change_nothing(tiny, batch_size):
+    """Continuous batching: rows are released, requests join in groups and the batch shrinks at
+    the tail; every output is still the one it gets alone, sampled ones included (own seeds)."""
+    model, tok = tiny
+    prompts = [prompt(tok, s) for s in SOURCES]
+    for kw in ({}, {"temperature": 0.9, "seed": 5}):
+        wide = copy_mark(model, tok, prompts, SOURCES, **kw)
+        narrow = copy_mark(model, tok, prompts, SOURCES, batch_size=batch_size, **kw)
+        assert [r.tokens for r in narrow] == [r.tokens for r in wide]
+
+
 def test_a_prefix_cache_is_reused_and_changes_nothing(tiny):
     model, tok = tiny
     prompts = [prompt(tok, s) for s in SOURCES[:3]]

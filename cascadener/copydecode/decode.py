@@ -74,12 +74,16 @@ class Picker:
         the draft token at this position, if any: it is returned only when accepted."""
         if self.temperature == 0:
             return int(scores.argmax())
-        probs = self.probs(scores)
+        # Draw over the row's own allowed set, not the batch's union of columns: multinomial uses
+        # one random number per entry, so the row's stream would depend on its neighbours.
+        own = torch.isfinite(scores).nonzero().squeeze(1)
+        probs = self.probs(scores[own])
         if draft is not None:
-            if float(torch.rand((), generator=self.generator)) < float(probs[draft]):
+            d = int(torch.searchsorted(own, draft))
+            if float(torch.rand((), generator=self.generator)) < float(probs[d]):
                 return draft
-            probs[draft] = 0.0    # rejected: draw from the rest of the distribution, renormalised
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+            probs[d] = 0.0        # rejected: draw from the rest of the distribution, renormalised
+        return int(own[torch.multinomial(probs, 1, generator=self.generator)])
 
     def probs(self, scores: torch.Tensor) -> torch.Tensor:
         """The sampling distribution: softmax at the temperature, then top-k, then top-p on what
