@@ -17,6 +17,7 @@ import struct
 from pathlib import Path
 
 import torch
+
 from .model import ConfigError, Qwen2, Qwen2Config
 
 FLOAT_DTYPES = {torch.float32, torch.bfloat16, torch.float16}
@@ -106,9 +107,9 @@ class SafetensorsFile:
 def _open(file: Path) -> SafetensorsFile:
     try:
         return SafetensorsFile(file)
-    except (OSError, KeyError, TypeError, ValueError) as e:
-        if isinstance(e, CheckpointError):
-            raise
+    except CheckpointError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError) as e:     # a header whose entries are malformed
         raise CheckpointError(f"{file}: corrupt or truncated safetensors file ({e})") from None
 
 

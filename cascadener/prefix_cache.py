@@ -55,8 +55,7 @@ class PrefixCache:
     def bind(self, model) -> None:
         """Tie the tree to the model that fills it: the KV of one model (or of the same base with
         another adapter) is garbage to any other, and reusing it would fail silently. A model is
-        known by its config object, which wrappers around it (copydecode's headless view) share
-        and a separately loaded model never does."""
+        known by its config object, which a separately loaded model never shares."""
         owner = self._owner() if self._owner is not None else None
         if owner is None:
             self._owner, self.dtype = weakref.ref(model.config), model.dtype

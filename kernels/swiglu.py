@@ -40,7 +40,6 @@ def fast(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tens
     the reference: at batch-1 decode the post-ops made the step ~3 % slower.
     """
     if x.numel() < FUSE_MIN_ROWS * x.shape[-1]:
-        # A few rows (decode): the element-wise ops are cheap there, and the post-ops cost ~3 %.
         h = F.silu(packed_linear.fast(x, gate))
         h *= packed_linear.fast(x, up)
     else:

@@ -108,7 +108,7 @@ class _Row:
     state: CopyState
     picker: Picker
     prompt: list[int]
-    pending: list[int] = field(default_factory=list)   # fed next: the prompt's uncached rest, then the last chosen token
+    feed: int = -1              # the last chosen token, emitted but not yet run through the model
     tokens: list[int] = field(default_factory=list)
     done: bool = False
     faithful: bool = False
@@ -127,17 +127,16 @@ class _Row:
 @dataclass
 class _Plan:
     """What one row feeds in one forward, and what it checks at each fed position."""
-    block: list[int]            # the pending tokens, then the draft (a final end token is not fed)
-    draft: list[int]            # draft[i] is the guess for the token after block[skip + i]
-    allowed: list[Allowed]      # allowed[i]: what the constraint allows after block[skip + i]
-    skip: int = 0               # leading fed positions with nothing to check (a joining prompt's)
+    block: list[int]            # the pending token, then the draft (a final end token is not fed)
+    draft: list[int]            # draft[i] is the guess for the token after block[i]
+    allowed: list[Allowed]      # allowed[i]: what the constraint allows after block[i]
 
 
 N_DRAFT = 4
 
 
 def _plan(row: _Row, n_draft: int) -> _Plan:
-    """The row's next block: its pending tokens and the longest draft the constraint permits."""
+    """The row's next block: its pending token and the longest draft the constraint permits."""
     auto, state = row.automaton, row.state
     allowed, draft = [auto.allowed(state)], []
     for token in auto.draft(state, min(n_draft, row.budget - len(row.tokens))):
@@ -149,7 +148,7 @@ def _plan(row: _Row, n_draft: int) -> _Plan:
             break           # nothing follows the end, so it needs no position of its own
         state = after
         allowed.append(auto.allowed(state))
-    return _Plan(row.pending + draft[:len(allowed) - 1], draft, allowed, len(row.pending) - 1)
+    return _Plan([row.feed] + draft[:len(allowed) - 1], draft, allowed)
 
 
 def _scan(row: _Row, p: _Plan, scores: torch.Tensor, ids: list[int], argmax: list[int] | None) -> int:
@@ -167,14 +166,14 @@ def _scan(row: _Row, p: _Plan, scores: torch.Tensor, ids: list[int], argmax: lis
         row.accepted += token == draft
         if row.done or token != draft:
             break
-    row.pending = [token]
-    return p.skip + i + 1
+    row.feed = token
+    return i + 1
 
 
 def _decide(rows: dict[int, _Row], plans: dict[int, _Plan], hidden: torch.Tensor, head: nn.Module) -> dict[int, int]:
     """Scan every planned row (by cache row), reading the hidden states (B, width, C) of the block
     just run. Returns, per cache row, how many of its fed tokens stay in the cache."""
-    entries = torch.tensor([(r, p.skip + i) for r, p in plans.items() for i in range(len(p.allowed))])
+    entries = torch.tensor([(r, i) for r, p in plans.items() for i in range(len(p.allowed))])
     logits, ids = restricted_logits(hidden[entries[:, 0], entries[:, 1]], head,
                                     [a.ids for p in plans.values() for a in p.allowed])
     greedy = all(rows[r].picker.temperature == 0 for r in plans)
@@ -237,9 +236,6 @@ def copy_mark(model: Qwen2, tokenizer: Tokenizer, prompt_ids: Sequence[Sequence[
         if free and (len(free) >= min(max(1, B // 4), len(waiting)) or not rows):   # groups: one prefill each
             joining = [waiting.popleft() for _ in free]
             rows.update(_join(model, cache, joining, free, pad, counter, prefix_cache))
-            for r in free:
-                if r not in rows:
-                    cache.release(r)                     # finished at its first token
         if not rows:
             continue
         plans = {r: _plan(row, n_draft) for r, row in rows.items()}
@@ -265,17 +261,19 @@ def copy_mark(model: Qwen2, tokenizer: Tokenizer, prompt_ids: Sequence[Sequence[
 
 def _join(model: Qwen2, cache: StaticKVCache, joining: list[_Row], free: list[int], pad: int,
           counter: PrefillCounter | None, prefix_cache: PrefixCache | None) -> dict[int, _Row]:
-    """Prefill the joining requests' prompts together (through the prefix cache), seat each in a
-    free cache row, and pick its first token from the prompt's last hidden state."""
+    """Prefill the joining requests' prompts together (through the prefix cache), pick each one's
+    first token from its prompt's last hidden state, and seat those not finished by it in the free
+    cache rows."""
     src, last = prefill(model, [row.prompt for row in joining], 0, pad, counter, prefix_cache, logits=False)
-    seated = {}
-    for j, (r, row) in enumerate(zip(free, joining)):
-        cache.place(r, [row_kv(src, j)])
-        seated[r] = row
-        row.forward_passes += 1
     first = {j: _Plan([], [], [row.automaton.allowed(row.state)]) for j, row in enumerate(joining)}
     _decide(dict(enumerate(joining)), first, last[:, None], model.lm_head)
-    return {r: row for r, row in seated.items() if not row.done}
+    seated = {}
+    for j, (r, row) in enumerate(zip(free, joining)):
+        row.forward_passes += 1
+        if not row.done:
+            cache.place(r, [row_kv(src, j)])
+            seated[r] = row
+    return seated
 
 
 def _block(plans: dict[int, _Plan], batch: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
