@@ -2,12 +2,14 @@
 
     python train.py --task extract --data eng.train --shots 400 --base DIR --out out/ext --epochs 2
     python train.py --task classify --data eng.train --dev eng.testa --out out/cls --steps 300 --merge
+    python train.py --task joint --prompt-format joint --data eng.train --shots 400 --out out/joint
     python train.py ... --resume         # continue a killed run exactly where its last checkpoint was
     torchrun --standalone --nproc_per_node 2 train.py ...   # data parallel (gloo on CPU, nccl on GPU)
 
 The data is a CoNLL column file, GEIC .json or .jsonl; type codes become readable words (PER ->
 person) unless --categories names them. OUT receives the adapter in the PEFT layout
-(adapter_model.safetensors, adapter_config.json: `infer.py --extractor-adapter OUT`), best/ (the
+(adapter_model.safetensors, adapter_config.json: `infer.py --extractor-adapter OUT`, or
+`--adapter OUT` for a joint one), best/ (the
 adapter with the best dev F1, with --dev), checkpoint/ (for --resume), merged/ (with --merge),
 train_config.json, train_log.jsonl (one record per logged step) and dev_log.jsonl.
 Global batch = --batch-size x --grad-accum x processes.
@@ -37,7 +39,8 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data and prompts")
     g.add_argument("--dev", help="labelled dev file: span F1 at --eval-every steps and at the end, best kept")
     g.add_argument("--dev-sample", type=int, default=DEFAULTS["dev_sample"], help="stratified dev subset size")
-    g.add_argument("--prompt-format", choices=("prefix", "paper"), default=DEFAULTS["prompt_format"])
+    g.add_argument("--prompt-format", choices=("prefix", "joint", "paper"), default=DEFAULTS["prompt_format"],
+                   help="joint: one adapter for both stages, sharing the sentence's cache (with --task joint)")
     g.add_argument("--system", help="system prompt (default: the format's own)")
     g.add_argument("--categories", help="category tree for --task classify (default: the data's types, flat)")
     g.add_argument("--shots", type=int, help="train on a stratified few-shot sample of N sentences")

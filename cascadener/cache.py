@@ -30,12 +30,24 @@ class AttentionMeta:
     mask: torch.Tensor | None
     grid: tuple[int, int]                  # (B, T)
     real: torch.Tensor | None = None       # flat indices (into B*T) of the real tokens; None = all
+    pad: torch.Tensor | None = None        # flat indices of the padding slots (the rest)
+
+    @classmethod
+    def for_pad_mask(cls, rope: Tables, mask: torch.Tensor | None, pad_mask: torch.Tensor) -> AttentionMeta:
+        if bool(pad_mask.all()):
+            return cls(rope, mask, tuple(pad_mask.shape))
+        flat = pad_mask.flatten()
+        return cls(rope, mask, tuple(pad_mask.shape), flat.nonzero().squeeze(1), (~flat).nonzero().squeeze(1))
 
     def to_grid(self, t: torch.Tensor) -> torch.Tensor:
-        """(N, F) rows of real tokens -> (B*T, F), zeros at padding."""
+        """(N, F) rows of real tokens -> (B*T, F), zeros at padding.
+
+        Only the padding slots are zeroed (values there must be finite: a masked key still
+        multiplies its value by a zero probability); the real rows are written once."""
         if self.real is None:
             return t
-        return t.new_zeros(self.grid[0] * self.grid[1], t.shape[-1]).index_copy(0, self.real, t)
+        grid = t.new_empty(self.grid[0] * self.grid[1], t.shape[-1]).index_fill_(0, self.pad, 0)
+        return grid.index_copy_(0, self.real, t)
 
     def from_grid(self, t: torch.Tensor) -> torch.Tensor:
         """(B*T, F) -> (N, F): the real tokens' rows."""

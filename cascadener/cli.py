@@ -27,6 +27,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--classifier", help="checkpoint for classification (with --extractor)")
     g.add_argument("--extractor-adapter", help="PEFT LoRA adapter directory for the extractor")
     g.add_argument("--classifier-adapter", help="PEFT LoRA adapter directory for the classifier")
+    g.add_argument("--adapter", help="one adapter for both stages (train.py --task joint): one model is "
+                                     "loaded, and classification reuses the cache of the extraction prompts")
     g.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     g.add_argument("--batch-size", type=int, default=32,
                    help="sequences the fast engine decodes together (the naive engine: 1)")
@@ -83,10 +85,14 @@ def load_pipeline(args: argparse.Namespace, demos=()) -> CascadeNER:
     default_threads()
     if bool(args.extractor) != bool(args.classifier):
         raise SystemExit("error: --extractor and --classifier go together (or use --model)")
+    if args.adapter and (args.extractor_adapter or args.classifier_adapter or args.extractor):
+        raise SystemExit("error: --adapter serves both stages of one --model; it does not go with "
+                         "--extractor, --extractor-adapter or --classifier-adapter")
     model = None if args.extractor else find_checkpoint(args.model)
     print(f"loading {model or f'{args.extractor} + {args.classifier}'} ({args.dtype})", file=sys.stderr)
     return CascadeNER.load(model=model, extractor=args.extractor, classifier=args.classifier,
-                           extractor_adapter=args.extractor_adapter, classifier_adapter=args.classifier_adapter,
+                           extractor_adapter=args.extractor_adapter or args.adapter,
+                           classifier_adapter=args.classifier_adapter or args.adapter,
                            dtype=DTYPES[args.dtype], batch_size=1 if args.engine == "naive" else args.batch_size,
                            options=options_from_args(args), reuse_prefixes=args.engine != "naive",
                            demos=demos, int8=args.int8)

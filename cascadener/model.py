@@ -226,14 +226,13 @@ class Qwen2(nn.Module):
         B, T = idx.shape
         if pad_mask is None:
             pad_mask = torch.ones_like(idx, dtype=torch.bool)
-        real = None if bool(pad_mask.all()) else pad_mask.flatten().nonzero().squeeze(1)
-        x = self.embed_tokens(idx.flatten() if real is None else idx.flatten()[real])    # (N, C)
         if cache is not None:
             positions, mask = cache.begin(pad_mask)
         else:
             positions, mask = uncached_positions_and_mask(pad_mask)
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
-        meta = AttentionMeta(rope=rope.tables(cos, sin), mask=mask, grid=(B, T), real=real)
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, self.dtype)
+        meta = AttentionMeta.for_pad_mask(rope.tables(cos, sin), mask, pad_mask)
+        x = self.embed_tokens(meta.from_grid(idx.reshape(B * T, 1)).squeeze(1))         # (N, C)
         for block in self.layers:
             x = block(x, meta, cache)
         return meta.to_grid(self.norm(x)).view(B, T, -1)

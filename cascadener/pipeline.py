@@ -90,7 +90,7 @@ class CascadeNER:
                       categories: Hierarchy | None = None, lang: str = "en") -> list[Document]:
         tree = resolve_categories(labels, categories)
         start = time.perf_counter()
-        spans = self.extract(texts)
+        spans = self.extract(texts, tree)
         typed = self.classify(texts, spans, tree)
         self.stats.texts += len(texts)
         self.stats.seconds += time.perf_counter() - start
@@ -98,9 +98,11 @@ class CascadeNER:
 
     # --- stage 1: extraction ---------------------------------------------------------------------
 
-    def extract(self, texts: Sequence[str]) -> list[list[Span]]:
-        """Unlabelled entity spans per text: k runs per segment, parsed, fused."""
+    def extract(self, texts: Sequence[str], categories: Hierarchy | None = None) -> list[list[Span]]:
+        """Unlabelled entity spans per text: k runs per segment, parsed, fused. `categories` is
+        needed only by the joint prompt format, whose extraction prompt lists the top-level types."""
         o, fmt = self.options, self.prompt_format()
+        types = categories.roots if categories is not None else ()
         pieces = [(i, s, e) for i, t in enumerate(texts) for s, e in segments(t, o.max_segment_chars)]
         convs, params = [], []
         for i, s, e in pieces:
@@ -108,7 +110,7 @@ class CascadeNER:
             budget = 2 * self.extractor.count_tokens(seg) + 32   # a copy plus room for the marks
             # The k runs get identical requests: the engine batches them together, they share one
             # prefill, and each row still draws its own sample.
-            convs += [fmt.extraction(seg)] * o.k
+            convs += [fmt.extraction(seg, types, o.zero_shot)] * o.k
             params += [self.extractor.sampling(o.k > 1, budget, seed=o.seed if o.k > 1 else None)] * o.k
         if o.constrain:     # the output can only be the source plus marks: nothing invented or lost
             sources = [texts[i][s:e] for i, s, e in pieces for _ in range(o.k)]

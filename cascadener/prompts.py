@@ -1,7 +1,7 @@
 """Every prompt CascadeNER sends or trains on, as small templates. A prompt string lives here only,
 so training (train.py) and inference (infer.py, eval.py) can never drift apart.
 
-Three formats:
+Four formats:
 
 * ``paper``   — byte-identical to the strings the authors' released checkpoints were trained on
   (their stage1/stage2 transformation scripts): the extraction query is the bare sentence; the
@@ -16,6 +16,11 @@ Three formats:
   tree the classification is one conversation: each finer level is a follow-up turn offering the
   children of the previous answer, so a level's prompt extends the one before it and reuses all
   of it.
+* ``joint``   — ``prefix`` for ONE adapter trained on both tasks (train.py --task joint). The
+  extraction prompt is the classification prompt's shared head, type list and sentence, with
+  nothing after it; a classification prompt adds the mention. With one model serving both stages
+  the sentence's keys and values, computed for extraction, are reused by every classification of
+  its mentions, and one model is resident instead of two.
 
 A classification prompt may receive the `history` of one mention's walk down the tree so far,
 ((candidates, answer) per coarser level); the paper and instruct formats ask every level afresh,
@@ -61,7 +66,9 @@ class PromptFormat:
     demos: tuple[Document, ...] = field(default=(), compare=False)
     name = "base"
 
-    def extraction(self, text: str) -> list[Message]:
+    def extraction(self, text: str, types: Sequence[str] = (), zero_shot: bool = False) -> list[Message]:
+        """`types` and `zero_shot` (the top level of the category tree and whether "unknown" is
+        offered) are read only by the joint format, whose extraction prompt lists them."""
         raise NotImplementedError
 
     def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool,
@@ -80,7 +87,7 @@ class PaperFormat(PromptFormat):
     system: str | None = PAPER_SYSTEM
     name = "paper"
 
-    def extraction(self, text: str) -> list[Message]:
+    def extraction(self, text: str, types: Sequence[str] = (), zero_shot: bool = False) -> list[Message]:
         return chat(self.system, (), text)
 
     def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool,
@@ -103,7 +110,7 @@ class InstructFormat(PromptFormat):
     """For an instruct model with no NER training: instruction in the system turn, demos as turns."""
     name = "instruct"
 
-    def extraction(self, text: str) -> list[Message]:
+    def extraction(self, text: str, types: Sequence[str] = (), zero_shot: bool = False) -> list[Message]:
         turns = [(d.text, markup.render(d.text, d.spans)) for d in self.demos]
         return chat(EXTRACT_INSTRUCTION if self.system is None else self.system, turns, text)
 
@@ -129,21 +136,41 @@ class PrefixFormat(PromptFormat):
     system: str | None = PAPER_SYSTEM
     name = "prefix"
 
-    def extraction(self, text: str) -> list[Message]:
+    def extraction(self, text: str, types: Sequence[str] = (), zero_shot: bool = False) -> list[Message]:
         return chat(self.system, (), f"Mark the named entities with ##.\nSentence: {text}")
 
     def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool,
                        history: History = ()) -> list[Message]:
-        hint = f" {ZERO_SHOT_HINT}" if zero_shot else ""
         k, n = occurrence(text, span)
         where = f" (occurrence {k} of {n})" if n > 1 else ""
         lists = [c for c, _ in history] + [candidates]
-        asks = [f"Types: {', '.join(c)}.{hint}" for c in lists]
-        asks[0] += f"\nSentence: {text}\nEntity: {span.surface(text)}{where}"
+        asks = [self._types(c, zero_shot) for c in lists]
+        asks[0] = self._head(lists[0], zero_shot, text) + f"\nEntity: {span.surface(text)}{where}"
         return chat(self.system, list(zip(asks, [a for _, a in history])), asks[-1])
 
+    @staticmethod
+    def _types(types: Sequence[str], zero_shot: bool) -> str:
+        return f"Types: {', '.join(types)}.{f' {ZERO_SHOT_HINT}' if zero_shot else ''}"
 
-FORMATS: dict[str, type[PromptFormat]] = {f.name: f for f in (PaperFormat, InstructFormat, PrefixFormat)}
+    @classmethod
+    def _head(cls, types: Sequence[str], zero_shot: bool, text: str) -> str:
+        """What every classification of the text's mentions at the top level begins with."""
+        return f"{cls._types(types, zero_shot)}\nSentence: {text}"
+
+
+@dataclass(frozen=True)
+class JointFormat(PrefixFormat):
+    """One adapter for both stages: extraction asks with the head of the classification prompt."""
+    name = "joint"
+
+    def extraction(self, text: str, types: Sequence[str] = (), zero_shot: bool = False) -> list[Message]:
+        if not types:
+            raise ValueError("the joint prompt format lists the types in the extraction prompt: "
+                             "pass the top level of the category tree")
+        return chat(self.system, (), self._head(types, zero_shot, text))
+
+
+FORMATS: dict[str, type[PromptFormat]] = {f.name: f for f in (PaperFormat, InstructFormat, PrefixFormat, JointFormat)}
 
 
 def get_format(name: str, system: str | None = None, demos: Sequence[Document] = ()) -> PromptFormat:

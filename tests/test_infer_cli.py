@@ -63,6 +63,17 @@ def test_labels_are_required(tiny_args):
         infer.main(["--text", "x", "--model", "m"])
 
 
+def test_one_adapter_for_both_stages_excludes_the_per_stage_ones(tiny_args):
+    with pytest.raises(SystemExit, match="--adapter serves both stages"):
+        infer.main(["--text", "x", "--adapter", "a", "--classifier-adapter", "c"] + tiny_args)
+
+
+def test_joint_format_runs_end_to_end(tiny_args, capsys):
+    assert infer.main(["--text", "Kobe Bryant played in Paris.", "--format", "json",
+                       "--prompt-format", "joint"] + tiny_args) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == "Kobe Bryant played in Paris."
+
+
 def test_naive_engine_equals_fast_engine_without_constraints(tiny_args, tmp_path):
     """The auditing switch: the authors' one-at-a-time loop and the batched, prefix-sharing engine
     agree exactly under greedy decoding once label scoring is switched off."""

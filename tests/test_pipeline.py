@@ -169,3 +169,28 @@ def test_engine_answers_do_not_depend_on_batching(tiny_ckpt):
     fast.counter = PrefillCounter()
     again = fast.complete(convs, params)                  # now every prompt but its last token is cached
     assert [c.text for c in again] == [c.text for c in a] and fast.counter.computed == len(convs)
+
+
+def test_joint_format_classification_reuses_the_extraction_prompts(tiny_ckpt):
+    """One adapter for both stages: CascadeNER.load shares one engine, so its prefix cache holds
+    each sentence from the extraction prompt when the mentions are classified, and the answers
+    are the same as from a cold cache."""
+    from cascadener.prefix_cache import PrefixCache
+    ner = CascadeNER.load(model=tiny_ckpt, dtype=torch.float32, options=Options(k=1, prompt_format="joint"))
+    engine = ner.extractor
+    assert ner.classifier is engine
+    texts = ["Kobe Bryant played for the Los Angeles Lakers in the NBA with Shaquille O'Neal.",
+             "Angela Merkel met the President of France in Paris on Monday to talk about trade."]
+    spans = [[Span(0, 11), Span(27, 45)], [Span(0, 13), Span(45, 50)]]
+
+    def classify_counting() -> tuple[list, int]:
+        engine.counter = PrefillCounter()
+        return ner.classify(texts, spans, TREE), engine.counter.computed
+
+    ner.extract(texts, TREE)
+    warm, warm_computed = classify_counting()
+    engine.prefix_cache = PrefixCache()
+    cold, cold_computed = classify_counting()
+    assert [[s.path for s in ss] for ss in warm] == [[s.path for s in ss] for ss in cold]
+    sentence_tokens = sum(engine.count_tokens(t) for t in texts)
+    assert warm_computed <= cold_computed - sentence_tokens + 2 * len(texts)   # at most the seam re-read

@@ -53,6 +53,28 @@ def test_prefix_format_shares_everything_but_the_mention(tiny_tokenizer):
 
 
 @pytest.mark.parametrize("zero_shot", [False, True])
+def test_joint_extraction_prompt_is_the_head_of_every_classification_prompt(tiny_tokenizer, zero_shot):
+    """One adapter for both stages: extraction's user turn is what each top-level classification
+    of the text begins with, so its cached tokens serve them (up to the BPE merge at the seam)."""
+    fmt, types = get_format("joint"), ["person", "location"]
+    ext = fmt.extraction(TEXT, types, zero_shot)
+    head = ext[-1]["content"]
+    assert head == f"Types: person, location.{' ' + ZERO_SHOT_HINT if zero_shot else ''}\nSentence: {TEXT}"
+    for span in (Span(0, 4), Span(12, 15), KOBE2):
+        cls = fmt.classification(TEXT, span, types, zero_shot)
+        assert cls[:-1] == ext[:-1] and cls[-1]["content"].startswith(head + "\nEntity: ")
+    ext_text = render(tiny_tokenizer, ext)
+    a = tiny_tokenizer.encode(ext_text)
+    b = tiny_tokenizer.encode(render(tiny_tokenizer, fmt.classification(TEXT, KOBE2, types, zero_shot)))
+    shared = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    assert shared >= len(tiny_tokenizer.encode(ext_text[:ext_text.index(head) + len(head)])) - 1
+    # the other formats take the types and ignore them; the joint one needs them
+    assert get_format("prefix").extraction(TEXT, types) == get_format("prefix").extraction(TEXT)
+    with pytest.raises(ValueError, match="top level of the category tree"):
+        fmt.extraction(TEXT)
+
+
+@pytest.mark.parametrize("zero_shot", [False, True])
 def test_prefix_format_walks_down_the_tree_as_one_conversation(tiny_tokenizer, zero_shot):
     """Each finer level's prompt is the coarser prompt, its answer, and a follow-up turn: the
     whole coarser prompt is a prefix a cache can reuse, and the answer is what the model said."""

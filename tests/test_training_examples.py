@@ -28,8 +28,8 @@ def answer_text(tok, ex: TokenizedExample) -> str:
     return tok.decode([i for i, m in zip(ex.ids, ex.loss_mask) if m])
 
 
-@pytest.mark.parametrize("task", ["extract", "classify"])
-@pytest.mark.parametrize("fmt", ["prefix", "paper"])
+@pytest.mark.parametrize("task", ["extract", "classify", "joint"])
+@pytest.mark.parametrize("fmt", ["prefix", "paper", "joint"])
 def test_loss_mask_covers_exactly_the_answer_and_im_end(tiny_tokenizer, task, fmt):
     docs, tree = load_task_data(TRAIN, None, None, seed=0)
     for chat in chat_examples(task, docs, tree, get_format(fmt), seed=0):
@@ -108,3 +108,17 @@ def test_collate_right_pads_and_shifts_targets():
     assert batch.targets.tolist() == [[6, 7, 8], [10, 0, 0]]
     assert batch.pad_mask.tolist() == [[True, True, True], [True, False, False]]
     assert batch.loss_mask.tolist() == [[False, True, True], [True, False, False]]
+
+
+def test_joint_task_trains_both_stages_with_the_inference_prompts():
+    docs, tree = load_task_data(TRAIN, None, None, seed=0)
+    fmt = get_format("joint")
+    joint = chat_examples("joint", docs, tree, fmt, seed=0)
+    ext, cls = chat_examples("extract", docs, tree, fmt, seed=0), chat_examples("classify", docs, tree, fmt, seed=0)
+    assert joint == ext + cls and len(ext) == len(docs) and cls
+    hinted = 0
+    for doc, ex in zip(docs, ext):       # what pipeline.extract asks: the tree's top level, either hint
+        hint = ZERO_SHOT_HINT in ex.messages[-1]["content"]
+        hinted += hint
+        assert ex.messages == fmt.extraction(doc.text, tree.roots, hint)
+    assert 0 < hinted < len(ext) or len(ext) < 4

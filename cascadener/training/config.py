@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..lora import ALL_TARGETS, LoRAConfig
 
-TASKS = ("extract", "classify")
+TASKS = ("extract", "classify", "joint")
 DTYPES = ("bf16", "fp32")
 
 # Fields that steer the run without changing its trajectory: they may differ on --resume. (Not
@@ -16,13 +16,14 @@ RUN_CONTROL = ("out", "resume", "merge", "save_every", "eval_every", "log_every"
 
 @dataclass
 class TrainConfig:
-    task: str                               # "extract": sentence -> marked sentence; "classify": mention -> type
+    task: str                               # "extract": sentence -> marked sentence; "classify": mention -> type;
+                                            # "joint": both, one adapter for the two stages
     data: str                               # CoNLL column file, GEIC .json or .jsonl
     base: str                               # base checkpoint directory (official HF layout)
     out: str                                # adapter, checkpoints and logs go here
     dev: str | None = None                  # labelled dev file: span F1 every eval_every steps, best kept
     dev_sample: int = 200                   # stratified dev subset (generation is slow on CPU)
-    prompt_format: str = "prefix"           # prompts.py format: prefix (the project's adapters) or paper
+    prompt_format: str = "prefix"           # prompts.py format: prefix or joint (the project's adapters) or paper
     system: str | None = None               # system prompt; None = the format's own
     categories: str | None = None           # category tree for classify (default: the dataset's own types, flat)
     shots: int | None = None                # train on a stratified few-shot sample of this many sentences

@@ -22,7 +22,9 @@ from .distributed import World
 def predict(ner: CascadeNER, task: str, docs: Sequence[Document], tree: Hierarchy) -> list[Document]:
     texts = [d.text for d in docs]
     if task == "extract":
-        spans = ner.extract(texts)
+        spans = ner.extract(texts, tree)
+    elif task == "joint":                 # one adapter for both stages: the whole cascade
+        spans = ner.classify(texts, ner.extract(texts, tree), tree)
     else:
         spans = ner.classify(texts, [[Span(s.start, s.end) for s in d.spans] for d in docs], tree)
     return [replace(d, spans=s) for d, s in zip(docs, spans)]

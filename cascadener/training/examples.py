@@ -2,7 +2,7 @@
 
 Extraction: one example per sentence, answered by the sentence with its entities wrapped in ##.
 Classification: one example per gold mention and hierarchy level, with candidate lists rewritten by
-dynamic categorization (geic/categorize.py). Every prompt string comes from prompts.py, so what
+dynamic categorization (geic/categorize.py). Joint: both, for one adapter serving both stages. Every prompt string comes from prompts.py, so what
 the adapters learn is exactly what infer.py will ask.
 """
 from __future__ import annotations
@@ -63,8 +63,13 @@ def load_task_data(data: str | Path, categories: str | Path | None, shots: int |
 
 # --- chat examples ------------------------------------------------------------------------------
 
-def extraction_examples(docs: Sequence[Document], fmt: PromptFormat) -> list[ChatExample]:
-    return [ChatExample(fmt.extraction(d.text), fmt.extraction_answer(d)) for d in docs]
+def extraction_examples(docs: Sequence[Document], fmt: PromptFormat, types: Sequence[str] = (),
+                        seed: int = 0) -> list[ChatExample]:
+    """`types` (the tree's top level) is for the joint format, whose extraction prompt lists them,
+    with the zero-shot hint on a share of the examples as inference may ask either way."""
+    rng = random.Random(f"extraction-hint-{seed}")
+    return [ChatExample(fmt.extraction(d.text, types, rng.random() < HINT_RATE), fmt.extraction_answer(d))
+            for d in docs]
 
 
 def classification_examples(docs: Sequence[Document], tree: Hierarchy, fmt: PromptFormat, seed: int,
@@ -91,9 +96,13 @@ def mentions_on_tree(docs: Sequence[Document], tree: Hierarchy) -> list[Document
 
 def chat_examples(task: str, docs: Sequence[Document], tree: Hierarchy, fmt: PromptFormat,
                   seed: int) -> list[ChatExample]:
-    if task == "extract":
-        return extraction_examples(docs, fmt)
-    return classification_examples(mentions_on_tree(docs, tree), tree, fmt, seed)
+    """"extract", "classify", or "joint": both sets, for one adapter that serves both stages."""
+    out = []
+    if task in ("extract", "joint"):
+        out += extraction_examples(docs, fmt, tree.roots, seed)
+    if task in ("classify", "joint"):
+        out += classification_examples(mentions_on_tree(docs, tree), tree, fmt, seed)
+    return out
 
 
 # --- tokens -------------------------------------------------------------------------------------

@@ -216,7 +216,7 @@ def load_data(cfg: TrainConfig, tokenizer: Tokenizer) -> Data:
     summary = (f"{cfg.task}: {len(examples)} examples from {len(docs)} sentences"
                f"{f' ({too_long} longer than --max-len left out)' if too_long else ''}, "
                f"{sum(e.n_targets for e in examples)} answer tokens"
-               f"{f'; labels {tree.roots}' if cfg.task == 'classify' else ''}; {len(dev)} dev sentences")
+               f"{f'; labels {tree.roots}' if cfg.task != 'extract' else ''}; {len(dev)} dev sentences")
     return Data(examples, tree, dev, summary)
 
 
