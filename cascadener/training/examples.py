@@ -2,8 +2,9 @@
 
 Extraction: one example per sentence, answered by the sentence with its entities wrapped in ##.
 Classification: one example per gold mention and hierarchy level, with candidate lists rewritten by
-dynamic categorization (geic/categorize.py). Joint: both, for one adapter serving both stages. Every prompt string comes from prompts.py, so what
-the adapters learn is exactly what infer.py will ask.
+dynamic categorization (geic/categorize.py). Joint: both, for one adapter serving both stages.
+Every prompt string comes from prompts.py, so what the adapters learn is exactly what infer.py
+will ask.
 """
 from __future__ import annotations
 
