@@ -12,6 +12,14 @@ Each edge holds a run of tokens and their KV (layers, 2, kv_heads, n, head_dim).
 inside an edge splits it. Least recently used leaves are evicted when the tree holds more than
 `budget_tokens`. Keys carry their rotary position, so a prefix's KV is only valid at the positions
 where it was computed: always 0..n-1 here, because every prompt starts at position 0.
+
+Sharing with running sequences. A matched prefix is copied into the batch's own cache when the
+batch starts (`cache_from_prefixes`, `StaticKVCache.place`), so evicting a node can never change a
+sequence in flight, and the tensors a batch is still copying from stay alive through Python's
+reference counts; the tree needs no pin counts of its own. Forks work the same way: the k samples
+of one prompt share its prefill (computed once) and each of their rows receives a copy. Paged
+blocks with copy-on-write would save those copies' memory (about 25 KB per token of a row in
+float32), not arithmetic; the contiguous rows keep attention one batched matmul.
 """
 from __future__ import annotations
 
