@@ -40,6 +40,21 @@ def test_lru_eviction_keeps_the_budget():
     assert tree.match([1, 2, 3])[0] == 3 and tree.match([1, 2, 4])[0] == 2 and tree.match([5, 6, 7])[0] == 3
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=12), min_size=1, max_size=40))
+def test_eviction_keeps_the_budget_the_newest_prompt_and_what_is_left_exact(prompts):
+    """With the slack (the tree is trimmed to 15/16 of the budget) it still never exceeds the
+    budget, the prompt just inserted survives whole, and every match returns the right KV."""
+    tree = PrefixCache(budget_tokens=32)
+    for p in prompts:
+        tree.insert(p, fake_kv(p))
+        assert tree.size <= 32 and tree.size == sum(len(n.tokens) for n in tree._nodes())
+        assert tree.match(p)[0] == len(p)
+    for p in prompts:
+        n, pieces = tree.match(p)
+        assert torch.equal(torch.cat(pieces, dim=3), fake_kv(p[:n])) if n else not pieces
+
+
 def test_warm_prefill_equals_cold_and_computes_only_the_rest(tiny_ckpt):
     model = load_model(tiny_ckpt)
     head = list(range(3, 40))
