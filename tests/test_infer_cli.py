@@ -74,9 +74,12 @@ def test_joint_format_runs_end_to_end(tiny_args, capsys):
     assert json.loads(capsys.readouterr().out)["text"] == "Kobe Bryant played in Paris."
 
 
-def test_naive_engine_equals_fast_engine_without_constraints(tiny_args, tmp_path):
+@pytest.mark.parametrize("prompt_format", ["paper", "joint"])
+def test_naive_engine_equals_fast_engine_without_constraints(tiny_args, tmp_path, prompt_format):
     """The auditing switch: the authors' one-at-a-time loop and the batched, prefix-sharing engine
-    agree exactly under greedy decoding once label scoring is switched off."""
+    agree exactly under greedy decoding once label scoring is switched off (joint: with one
+    engine for both stages, classification starts from the extraction prompts' cache)."""
+    tiny_args = tiny_args + ["--prompt-format", prompt_format]
     src = tmp_path / "in.txt"
     src.write_text("Kobe Bryant played for the Lakers.\nAngela Merkel visited Paris.\n北京是首都。\nshort\n",
                    encoding="utf-8")
