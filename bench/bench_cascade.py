@@ -38,16 +38,16 @@ sys.path.insert(0, str(REPO))  # benchmark this tree's cascadener, whatever else
 
 from common import OthersShare, machine_info, matmul_gflops, memory_bandwidth, shared_data  # noqa: E402
 
-from cascadener.cli import NAIVE_LABEL_TOKENS, add_model_args, load_pipeline  # noqa: E402
+from cascadener.cli.common import NAIVE_LABEL_TOKENS, add_model_args, load_pipeline  # noqa: E402
 from cascadener.data.labels import dataset_types, load_labelled  # noqa: E402
-from cascadener.engine import ChatEngine  # noqa: E402
-from cascadener.evaluate_model import with_paths  # noqa: E402
-from cascadener.generation import PrefillCounter  # noqa: E402
+from cascadener.engine.chat import ChatEngine  # noqa: E402
+from cascadener.evaluation.run import with_paths  # noqa: E402
+from cascadener.engine.generation import PrefillCounter  # noqa: E402
 from cascadener.geic.hierarchy import Hierarchy  # noqa: E402
 from cascadener.geic.metrics import score  # noqa: E402
 from cascadener.geic.sampling import stratified_subset  # noqa: E402
-from cascadener.pipeline import CascadeNER  # noqa: E402
-from cascadener.prefix_cache import PrefixCache  # noqa: E402
+from cascadener.ner.pipeline import CascadeNER  # noqa: E402
+from cascadener.engine.prefix_cache import PrefixCache  # noqa: E402
 
 GOAL = 10.0
 OTHERS_LIMIT = 0.10

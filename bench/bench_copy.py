@@ -58,10 +58,10 @@ sys.path.insert(0, str(REPO))  # benchmark this tree's cascadener, whatever else
 from common import cpu_busy_fraction, default_model_dir, machine_info, shared_data, wait_for_quiet  # noqa: E402
 
 from cascadener import SamplingParams, Tokenizer, generate, load_model, load_tokenizer  # noqa: E402
-from cascadener.fastlinear import prepare_for_inference  # noqa: E402
-from cascadener.copydecode import CopyConstraint, copy_mark  # noqa: E402
+from cascadener.engine.fastlinear import prepare_for_inference  # noqa: E402
+from cascadener.engine.copydecode import CopyConstraint, copy_mark  # noqa: E402
 from cascadener.data import load_documents  # noqa: E402
-from cascadener.prompts import get_format  # noqa: E402
+from cascadener.ner.prompts import get_format  # noqa: E402
 
 METHODS = ("plain", "constrained", "speculative")
 

@@ -8,7 +8,7 @@ One command, one run, ratios at the end:
 
 Method (that of shared/tools/hf-baseline-bench.py, applied to both implementations):
 
-* ours is the model as the engine runs it (cascadener.fastlinear.prepare_for_inference): bf16 or
+* ours is the model as the engine runs it (cascadener.engine.fastlinear.prepare_for_inference): bf16 or
   fp32 weights with the linears reordered once for oneDNN (`--plain-linears`: plain F.linear), or
   with `--int8` weight-only int8 linears. HF is AutoModelForCausalLM in the same dtype.
 
@@ -85,8 +85,8 @@ class Backend(Protocol):
 class Ours:
     def __init__(self, model_dir: str, dtype: torch.dtype, int8: bool = False, plain: bool = False) -> None:
         from cascadener import load_model
-        from cascadener.fastlinear import prepare_for_inference, quantize_int8
-        from cascadener.model import bytes_per_token_decode
+        from cascadener.engine.fastlinear import prepare_for_inference, quantize_int8
+        from cascadener.qwen2.model import bytes_per_token_decode
 
         # The model as the engine runs it (ChatEngine.load): linears int8, or oneDNN-packed.
         self.model = load_model(model_dir, dtype)

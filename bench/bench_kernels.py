@@ -27,7 +27,7 @@ Method: the VM's speed drifts 2-3x over minutes and other jobs share the two cor
 Accuracy column: `max|Δ|` against the case's first variant (the reference; "=" when
 bit-identical). For int8 it is `rel err`, max|y - y_true| / max|y_true| against the float32 linear
 of the *unquantized* weight, for the baseline bf16/fp32 linear as well, so int8's error can be read
-next to bf16's own rounding; `*` marks the path kernels.int8_linear.fast takes at that shape. With the real checkpoint present (--model, default as bench_core.py)
+next to bf16's own rounding; `*` marks the path cascadener.kernels.int8_linear.fast takes at that shape. With the real checkpoint present (--model, default as bench_core.py)
 the int8 rows use its weights (layer 12 and the tied embedding); activations are random N(0, 1).
 """
 from __future__ import annotations
@@ -45,11 +45,11 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # benchmark this tree's kernels, whatever else is installed
+sys.path.insert(0, str(REPO))  # benchmark this tree's cascadener.kernels, whatever else is installed
 
 from common import default_model_dir, machine_info, wait_for_quiet  # noqa: E402
 
-from kernels import attention, int8_linear, packed_linear, rmsnorm, rope, swiglu  # noqa: E402
+from cascadener.kernels import attention, int8_linear, packed_linear, rmsnorm, rope, swiglu  # noqa: E402
 
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM, MLP, VOCAB = 896, 14, 2, 64, 4864, 151936
 EPS, THETA = 1e-6, 1_000_000.0
@@ -93,7 +93,7 @@ def randn(*shape: int, dtype: torch.dtype, scale: float = 1.0, seed: int = 0) ->
 
 
 def rope_tables(batch: int, t: int, start: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin (B, T, D) for positions start..start+T-1, as cascadener.model.rope_cos_sin builds them."""
+    """cos, sin (B, T, D) for positions start..start+T-1, as cascadener.qwen2.model.rope_cos_sin builds them."""
     inv_freq = 1.0 / (THETA ** (torch.arange(0, HEAD_DIM, 2).float() / HEAD_DIM))
     pos = torch.arange(start, start + t).float().expand(batch, t)
     angles = pos[..., None] * inv_freq

@@ -3,7 +3,7 @@
     python bench/bench_prefix.py                          # DynamicNER, 100 held-out sentences, prefix format
     python bench/bench_prefix.py --prompt-format paper --sentences 50 --json prefix.json
 
-The classifier stage alone (cascadener.pipeline.CascadeNER.classify) over the 155-type DynamicNER
+The classifier stage alone (cascadener.ner.pipeline.CascadeNER.classify) over the 155-type DynamicNER
 tree (8 -> 31 -> 155), on the gold mentions of held-out sentences of the authors' example file
 (sentences 601 on; 1-600 are what demonstrations are drawn from elsewhere): every mention is
 classified coarse to fine, each level offering the children of the previous answer. Two runs over
@@ -33,12 +33,12 @@ sys.path.insert(0, str(REPO))  # benchmark this tree's cascadener, whatever else
 
 from common import OthersShare, machine_info, shared_data  # noqa: E402
 
-from cascadener.cli import add_model_args, load_pipeline  # noqa: E402
+from cascadener.cli.common import add_model_args, load_pipeline  # noqa: E402
 from cascadener.data import load_documents  # noqa: E402
-from cascadener.generation import PrefillCounter  # noqa: E402
+from cascadener.engine.generation import PrefillCounter  # noqa: E402
 from cascadener.geic.hierarchy import Hierarchy  # noqa: E402
 from cascadener.geic.spans import Span  # noqa: E402
-from cascadener.pipeline import Stats  # noqa: E402
+from cascadener.ner.pipeline import Stats  # noqa: E402
 
 GOAL = 0.30
 HELD_OUT_FROM = 600

@@ -48,7 +48,7 @@ def batch_examples(model_dir: str, data: str, n: int):
     from cascadener import load_tokenizer
     from cascadener.data import load_documents
     from cascadener.geic.sampling import stratified_subset
-    from cascadener.prompts import get_format
+    from cascadener.ner.prompts import get_format
     from cascadener.training.batches import collate
     from cascadener.training.examples import extraction_examples, tokenize
 
@@ -59,7 +59,7 @@ def batch_examples(model_dir: str, data: str, n: int):
 
 
 def ours_step_fn(model_dir: str, batch):
-    from cascadener.lora import LoRAConfig, inject
+    from cascadener.qwen2.lora import LoRAConfig, inject
     from cascadener.training.loop import token_loss_sum
     from cascadener import load_model
 

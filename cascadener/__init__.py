@@ -6,10 +6,10 @@ cascadener.data, the downloader) load without torch.
 from importlib import import_module
 
 _EXPORTS = {
-    "load_model": "checkpoint", "load_config": "checkpoint", "CheckpointError": "checkpoint",
-    "load_tokenizer": "tokenizer", "Tokenizer": "tokenizer",
-    "Qwen2": "model", "Qwen2Config": "model",
-    "SamplingParams": "generation", "Generation": "generation", "generate": "generation", "stream": "generation",
+    "load_model": "qwen2.checkpoint", "load_config": "qwen2.checkpoint", "CheckpointError": "qwen2.checkpoint",
+    "load_tokenizer": "qwen2.tokenizer", "Tokenizer": "qwen2.tokenizer",
+    "Qwen2": "qwen2.model", "Qwen2Config": "qwen2.model",
+    "SamplingParams": "engine.generation", "Generation": "engine.generation", "generate": "engine.generation", "stream": "engine.generation",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -31,7 +31,7 @@ time (e.g. B=32, T=25, S=60: 1.4 against 2.0 ms; T=5, S=150: 0.9 against 1.7 ms)
 B=1, T=S=256 SDPA was ahead (1.6 against 2.0 ms). In the whole pipeline (200 CoNLL sentences)
 thresholds of 8 and 128 timed the same, 22.3 s, within noise.
 
-On a CPU the cache stores keys and values in float32 (cascadener.cache.kv_dtype), so `grouped`
+On a CPU the cache stores keys and values in float32 (cascadener.qwen2.cache.kv_dtype), so `grouped`
 finds them already in the dtype it computes in; `sdpa` then runs in float32 too.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@
 activations (batch-1 decode) in bfloat16 that path streams the weight at about a quarter to a third
 of the memory bandwidth (BENCHMARKS.md, "Where the time goes"), and decode is nothing but streaming
 weights. oneDNN can instead reorder a weight once into its own blocked layout, after which its
-kernels stream it close to the bandwidth limit, for one row and for many. The pair of ops is
+cascadener.kernels stream it close to the bandwidth limit, for one row and for many. The pair of ops is
 
     packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch_size_hint)
     y      = torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")

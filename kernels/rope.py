@@ -7,7 +7,7 @@ duplicated across the halves (cos = [c | c], sin = [s | s]):
     rope(x) = x * cos + rotate_half(x) * sin,   rotate_half([x1 | x2]) = [-x2 | x1]
             = [x1*c - x2*s | x2*c + x1*s]
 
-cos/sin come from `cascadener.model.rope_cos_sin`: shape (B, T, D), already in the activation dtype.
+cos/sin come from `cascadener.qwen2.model.rope_cos_sin`: shape (B, T, D), already in the activation dtype.
 """
 from __future__ import annotations
 

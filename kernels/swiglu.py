@@ -27,7 +27,7 @@ def available() -> bool:
 
 
 def fast(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-    """`reference` on oneDNN-packed weights (kernels.packed_linear.pack), silu and the product
+    """`reference` on oneDNN-packed weights (cascadener.kernels.packed_linear.pack), silu and the product
     done as post-ops of the GEMMs: silu on the gate GEMM's float32 accumulator, the product on the
     up GEMM's. Three calls and no pass over the (M, I) intermediate of its own.
 
@@ -49,7 +49,7 @@ def fast(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tens
 
 
 class PackedSwiGLU(nn.Module):
-    """Drop-in replacement for the model's MLP at inference on CPU (see kernels.packed_linear)."""
+    """Drop-in replacement for the model's MLP at inference on CPU (see cascadener.kernels.packed_linear)."""
 
     def __init__(self, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor):
         super().__init__()

@@ -11,8 +11,8 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from cascadener import CheckpointError, load_model, load_tokenizer
-from cascadener.checkpoint import save_model
-from cascadener.model import ConfigError, Qwen2Config
+from cascadener.qwen2.checkpoint import save_model
+from cascadener.qwen2.model import ConfigError, Qwen2Config
 
 
 @pytest.fixture

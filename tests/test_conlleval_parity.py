@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cascadener.data.tags import Chunk, decode
-from cascadener.evaluate import score_files
+from cascadener.evaluation.saved import score_files
 from data_helpers import dataset_file, read_columns
 
 try:

@@ -1,4 +1,4 @@
-"""Copy-constrained, copy-speculative extraction decoding (cascadener.copydecode).
+"""Copy-constrained, copy-speculative extraction decoding (cascadener.engine.copydecode).
 
 The tiny random model marks text wildly (it loves `#`), which is what the constraint tests want:
 whatever it prefers, the output must parse back to the exact source. Equalities are checked in
@@ -14,13 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cascadener import SamplingParams, generate, load_model, load_tokenizer
-from cascadener.cache import StaticKVCache
-from cascadener.copydecode import CopyConstraint, Picker, copy_mark
-from cascadener.copydecode.automaton import HASH
-from cascadener.generation import PrefillCounter
+from cascadener.qwen2.cache import StaticKVCache
+from cascadener.engine.copydecode import CopyConstraint, Picker, copy_mark
+from cascadener.engine.copydecode.automaton import HASH
+from cascadener.engine.generation import PrefillCounter
 from cascadener.geic import markup
-from cascadener.prefix_cache import PrefixCache
-from cascadener.prompts import get_format
+from cascadener.engine.prefix_cache import PrefixCache
+from cascadener.ner.prompts import get_format
 
 SOURCES = ["Kobe was in NBA", "Angela Merkel visited Paris and Berlin in June.", "東京は日本の首都です。",
            "C# and \\## x", "  spaced  out ", ""]

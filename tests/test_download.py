@@ -1,4 +1,4 @@
-"""cascadener.download against a fake hub on 127.0.0.1: layout, verification, resume, skip, errors."""
+"""cascadener.qwen2.download against a fake hub on 127.0.0.1: layout, verification, resume, skip, errors."""
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cascadener.download import DownloadError, download, main
+from cascadener.qwen2.download import DownloadError, download, main
 
 REPO = "Qwen/Fake-0.5B"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -1,23 +1,12 @@
 """eval.py on saved predictions: printed scores, the JSON report, and clear errors."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def load_eval_module():
-    spec = importlib.util.spec_from_file_location("eval_cli", REPO / "eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-eval_cli = load_eval_module()
+from cascadener.cli import evaluate as eval_cli
 
 GOLD_CONLL = """\
 -DOCSTART- -X- -X- O

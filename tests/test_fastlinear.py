@@ -1,4 +1,4 @@
-"""Inference forms of the linears (cascadener.fastlinear): packed and int8. Which layers change, how
+"""Inference forms of the linears (cascadener.engine.fastlinear): packed and int8. Which layers change, how
 far the numbers move, and that every decoding path (full head, restricted copy head, scoring)
 runs on them.
 
@@ -12,13 +12,13 @@ import torch
 import torch.nn as nn
 
 from cascadener import SamplingParams, generate, load_model, load_tokenizer
-from cascadener.copydecode import copy_mark
-from cascadener.engine import ChatEngine
-from cascadener.prompts import get_format
-from cascadener.fastlinear import is_quantized, linear_rows, pack_linears, prepare_for_inference, quantize_int8
-from kernels import packed_linear
-from kernels.int8_linear import Int8Linear
-from kernels.packed_linear import PackedLinear
+from cascadener.engine.copydecode import copy_mark
+from cascadener.engine.chat import ChatEngine
+from cascadener.ner.prompts import get_format
+from cascadener.engine.fastlinear import is_quantized, linear_rows, pack_linears, prepare_for_inference, quantize_int8
+from cascadener.kernels import packed_linear
+from cascadener.kernels.int8_linear import Int8Linear
+from cascadener.kernels.packed_linear import PackedLinear
 
 
 @pytest.fixture(scope="module")

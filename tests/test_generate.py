@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from cascadener import SamplingParams, generate, load_model, load_tokenizer, stream
-from cascadener.generation import PrefillCounter, apply_repetition_penalty, sample_next, shared_prefixes
+from cascadener.engine.generation import PrefillCounter, apply_repetition_penalty, sample_next, shared_prefixes
 
 REAL_GOLDEN = Path(__file__).parent / "fixtures" / "real_golden.json"
 REAL_PROMPTS = [

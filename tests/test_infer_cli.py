@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-import infer
+from cascadener.cli import infer
 
 LABELS = ["--labels", "person,location,organization"]
 
@@ -52,10 +52,10 @@ def test_html_and_pretty(tiny_args, tmp_path, capsys):
 
 def test_no_weights_says_where_it_looked(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("CASCADENER_ASSETS", str(tmp_path / "nowhere"))
-    monkeypatch.setattr("cascadener.locate.REPO_WEIGHTS", tmp_path / "weights")
+    monkeypatch.setattr("cascadener.qwen2.locate.REPO_WEIGHTS", tmp_path / "weights")
     assert infer.main(["--text", "x"] + LABELS) == 2
     err = capsys.readouterr().err
-    assert "no model weights found" in err and "nowhere" in err and "cascadener.download" in err
+    assert "no model weights found" in err and "nowhere" in err and "cascadener.qwen2.download" in err
 
 
 def test_labels_are_required(tiny_args):

@@ -11,9 +11,9 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from cascadener.cache import causal_pad_mask
-from cascadener.model import MLP, Qwen2Config, RMSNorm, rope_cos_sin
-from kernels import attention, int8_linear, rmsnorm, rope, swiglu
+from cascadener.qwen2.cache import causal_pad_mask
+from cascadener.qwen2.model import MLP, Qwen2Config, RMSNorm, rope_cos_sin
+from cascadener.kernels import attention, int8_linear, rmsnorm, rope, swiglu
 
 DTYPES = [torch.float32, torch.bfloat16]
 dtypes = st.sampled_from(DTYPES)

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from cascadener import load_model
-from cascadener.lora import (AdapterError, LoRAConfig, inject, load_adapter, lora_layers, merge_all, merged,
+from cascadener.qwen2.lora import (AdapterError, LoRAConfig, inject, load_adapter, lora_layers, merge_all, merged,
                              save_adapter)
 
 

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from cascadener import load_model
-from cascadener.cache import StaticKVCache
+from cascadener.qwen2.cache import StaticKVCache
 
 GOLDEN = Path(__file__).parent / "fixtures" / "tiny_golden.json"
 GOLDEN_IDS = [1, 17, 250, 33, 399, 5, 88, 120, 7, 301, 42, 2]

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from cascadener.engine import Choice, Completion
-from cascadener.generation import PrefillCounter, SamplingParams
+from cascadener.engine.chat import Choice, Completion
+from cascadener.engine.generation import PrefillCounter, SamplingParams
 from cascadener.geic.hierarchy import Hierarchy
 from cascadener.geic.spans import Span
-from cascadener.pipeline import CascadeNER, Options
+from cascadener.ner.pipeline import CascadeNER, Options
 
 TREE = Hierarchy.from_tree({"person": {"athlete": [], "politician": []}, "organization": {"team": [], "league": []},
                             "location": []})
@@ -155,8 +155,8 @@ def test_real_model_finds_known_entities_with_valid_offsets(real_ckpt):
 def test_engine_answers_do_not_depend_on_batching(tiny_ckpt):
     """What the naive engine (one prompt at a time) and the batched, prefix-sharing engine generate
     is the same text, token for token: the raw outputs the cascade parses."""
-    from cascadener.engine import ChatEngine
-    from cascadener.prompts import get_format
+    from cascadener.engine.chat import ChatEngine
+    from cascadener.ner.prompts import get_format
     fmt = get_format("paper")
     convs = [fmt.extraction(t) for t in ("Kobe Bryant played for the Lakers.", "Angela Merkel visited Paris.",
                                          "北京是首都。", "short", "The European Union signed a deal with Japan.")]
@@ -175,7 +175,7 @@ def test_joint_format_classification_reuses_the_extraction_prompts(tiny_ckpt):
     """One adapter for both stages: CascadeNER.load shares one engine, so its prefix cache holds
     each sentence from the extraction prompt when the mentions are classified, and the answers
     are the same as from a cold cache."""
-    from cascadener.prefix_cache import PrefixCache
+    from cascadener.engine.prefix_cache import PrefixCache
     ner = CascadeNER.load(model=tiny_ckpt, dtype=torch.float32, options=Options(k=1, prompt_format="joint"))
     engine = ner.extractor
     assert ner.classifier is engine

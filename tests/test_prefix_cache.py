@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from cascadener import load_model
-from cascadener.generation import PrefillCounter, prefill
-from cascadener.prefix_cache import PrefixCache
+from cascadener.engine.generation import PrefillCounter, prefill
+from cascadener.engine.prefix_cache import PrefixCache
 
 
 def fake_kv(ids) -> torch.Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from cascadener.geic.spans import Document, Span
-from cascadener.prompts import (PAPER_SYSTEM, ZERO_SHOT_HINT, get_format, match_label, occurrence)
-from cascadener.tokenizer import IM_END, IM_START
+from cascadener.ner.prompts import (PAPER_SYSTEM, ZERO_SHOT_HINT, get_format, match_label, occurrence)
+from cascadener.qwen2.tokenizer import IM_END, IM_START
 
 TEXT = "Kobe was in NBA with Kobe"
 KOBE2 = Span(21, 25)

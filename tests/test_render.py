@@ -18,7 +18,7 @@ from cascadener.data import write_conll
 from cascadener.data.conll import parse_conll
 from cascadener.data.jsonl import from_record
 from cascadener.geic.spans import Document, Span
-from cascadener.render import (PALETTE, RESET, RenderError, color_index, conll, html, label_color, pretty,
+from cascadener.ner.render import (PALETTE, RESET, RenderError, color_index, conll, html, label_color, pretty,
                                wants_color, xterm256)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "render"

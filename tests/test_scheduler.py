@@ -1,4 +1,4 @@
-"""Continuous batching (cascadener.scheduler) and the cache moves it relies on (place, release).
+"""Continuous batching (cascadener.engine.scheduler) and the cache moves it relies on (place, release).
 
 In float32 a row's numbers do not depend on its neighbours beyond ~1e-6, so greedy outputs under
 the scheduler must equal each prompt generated alone, whatever the batch size and however rows
@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cascadener import SamplingParams, generate, load_model, load_tokenizer
-from cascadener.cache import StaticKVCache
-from cascadener.generation import PrefillCounter, prefill
-from cascadener.prefix_cache import PrefixCache, row_kv
-from cascadener.scheduler import generate_continuous
+from cascadener.qwen2.cache import StaticKVCache
+from cascadener.engine.generation import PrefillCounter, prefill
+from cascadener.engine.prefix_cache import PrefixCache, row_kv
+from cascadener.engine.scheduler import generate_continuous
 
 TEXTS = ["Kobe Bryant played", "Angela", "The European Union signed a deal with Japan.", "東京は", "person, location",
          "## marks ## entities", "Berlin in June"]

@@ -7,9 +7,9 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cascadener import SamplingParams, generate, load_model, load_tokenizer
-from cascadener.generation import PrefillCounter
-from cascadener.prefix_cache import PrefixCache
-from cascadener.scoring import choose_greedy
+from cascadener.engine.generation import PrefillCounter
+from cascadener.engine.prefix_cache import PrefixCache
+from cascadener.engine.scoring import choose_greedy
 
 END = 2
 PROMPTS = ["Kobe Bryant is a", "Paris is a", "The European Union signed a deal with"]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from cascadener import load_tokenizer
-from cascadener.tokenizer import default_system_prompt
+from cascadener.qwen2.tokenizer import default_system_prompt
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_TOKENIZER = Path(os.environ.get("CASCADENER_TOKENIZER", REPO.parent / "shared/assets/qwen2-tokenizer"))

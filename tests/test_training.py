@@ -13,17 +13,16 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from cascadener import load_model, load_tokenizer
-from cascadener.lora import load_adapter, lora_layers
-from cascadener.pipeline import CascadeNER, Options
-from cascadener.prompts import get_format
+from cascadener.qwen2.lora import load_adapter, lora_layers
+from cascadener.ner.pipeline import CascadeNER, Options
+from cascadener.ner.prompts import get_format
 from cascadener.training.batches import collate
 from cascadener.training.config import TrainConfig
 from cascadener.training.examples import chat_examples, load_task_data, tokenize_all
+from cascadener.cli.train import main
 from cascadener.training.loop import STOP_EXIT, build_model, lr_at, token_loss_sum
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from train import main  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "training"
 TRAIN, DEV = FIXTURES / "train.tsv", FIXTURES / "dev.tsv"

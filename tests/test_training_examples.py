@@ -8,8 +8,8 @@ import pytest
 from cascadener.geic.categorize import Dynamic
 from cascadener.geic.hierarchy import Hierarchy
 from cascadener.geic.spans import Document, Span
-from cascadener.prompts import ZERO_SHOT_HINT, get_format
-from cascadener.tokenizer import IM_END, IM_START
+from cascadener.ner.prompts import ZERO_SHOT_HINT, get_format
+from cascadener.qwen2.tokenizer import IM_END, IM_START
 from cascadener.training.batches import Plan, collate
 from cascadener.data.labels import readable_labels
 from cascadener.training.examples import (TokenizedExample, chat_examples, classification_examples,

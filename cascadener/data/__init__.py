@@ -15,11 +15,11 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..geic.spans import Document
-from .base import DataError, Problem, ReadResult
-from .conll import TokenizedDocument, read_conll, tokenize, write_conll
-from .geic_json import read_geic_json, resolve_mentions, write_geic_json
-from .jsonl import read_jsonl, write_jsonl
+from cascadener.geic.spans import Document
+from cascadener.data.base import DataError, Problem, ReadResult
+from cascadener.data.conll import TokenizedDocument, read_conll, tokenize, write_conll
+from cascadener.data.geic_json import read_geic_json, resolve_mentions, write_geic_json
+from cascadener.data.jsonl import read_jsonl, write_jsonl
 
 FORMATS = ("conll", "geic", "jsonl")
 

@@ -10,8 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import FORMATS, DataError, Problem, detect_format, read_documents, save_documents
-from .tags import SCHEMES
+from cascadener.data import FORMATS, DataError, Problem, detect_format, read_documents, save_documents
+from cascadener.data.tags import SCHEMES
 
 _SHOWN = 10   # problems listed individually before summarising
 

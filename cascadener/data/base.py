@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..geic.spans import Document
+from cascadener.geic.spans import Document
 
 
 class DataError(ValueError):

@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
 
-from ..geic.spans import Document, Span
-from .base import DataError, Problem, ReadResult
-from .tags import PREFIXES, SCHEMES, Chunk, decode, detect_scheme, encode, irregular_chunks, split_tag
+from cascadener.geic.spans import Document, Span
+from cascadener.data.base import DataError, Problem, ReadResult
+from cascadener.data.tags import PREFIXES, SCHEMES, Chunk, decode, detect_scheme, encode, irregular_chunks, split_tag
 
 UNSPACED_LANGS = frozenset({"zh", "ja"})
 SPACE_TOKEN = "#"

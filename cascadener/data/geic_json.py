@@ -25,8 +25,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..geic.spans import Document, Span
-from .base import DataError, Problem, ReadResult
+from cascadener.geic.spans import Document, Span
+from cascadener.data.base import DataError, Problem, ReadResult
 
 
 def read_geic_json(path: str | Path, *, lang: str = "en") -> ReadResult:

@@ -28,8 +28,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..geic.spans import Document, Span
-from .base import DataError, ReadResult
+from cascadener.geic.spans import Document, Span
+from cascadener.data.base import DataError, ReadResult
 
 DOCUMENT_KEYS = ("text", "entities", "lang", "id")
 ENTITY_KEYS = ("start", "end", "text", "label", "path", "score")

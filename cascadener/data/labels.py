@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..geic.hierarchy import Hierarchy
-from ..geic.spans import Document
-from . import load_documents
+from cascadener.geic.hierarchy import Hierarchy
+from cascadener.geic.spans import Document
+from cascadener.data import load_documents
 
 READABLE = {
     # CoNLL-2003, WikiANN, MultiCoNER

@@ -20,8 +20,8 @@ import random
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from .hierarchy import UNKNOWN, Hierarchy
-from .spans import Document, Span
+from cascadener.geic.hierarchy import UNKNOWN, Hierarchy
+from cascadener.geic.spans import Document, Span
 
 BUCKETS = ("other", "miscellaneous")   # names a merged bucket may take, first unused wins
 

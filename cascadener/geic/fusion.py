@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Sequence
 
-from .spans import Span
+from cascadener.geic.spans import Span
 
 
 def fuse(runs: Sequence[Sequence[Span]], min_votes: int = 1) -> list[Span]:

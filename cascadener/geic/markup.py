@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from .spans import Span
+from cascadener.geic.spans import Span
 
 MARK = "##"
 # A mention is aligned only if some run of at least this many of its visible characters (or all of

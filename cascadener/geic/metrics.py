@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, Hashable, Sequence
 
-from .spans import Document, Span
+from cascadener.geic.spans import Document, Span
 
 
 @dataclass

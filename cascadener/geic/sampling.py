@@ -10,7 +10,7 @@ import random
 from collections import Counter
 from typing import Sequence
 
-from .spans import Document
+from cascadener.geic.spans import Document
 
 NO_ENTITY = ""   # stratum key of sentences without entities in `stratified_subset`
 

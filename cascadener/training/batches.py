@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from .examples import TokenizedExample
+from cascadener.training.examples import TokenizedExample
 
 # Global batches per length-sorting window (as in HF's group_by_length): a batch holds similar
 # lengths, so little padding, while the shuffle across windows keeps the epoch random.

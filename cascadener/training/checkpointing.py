@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_model, save_model
-from ..lora import LoRAConfig, load_adapter, save_adapter
+from cascadener.qwen2.checkpoint import load_model, save_model
+from cascadener.qwen2.lora import LoRAConfig, load_adapter, save_adapter
 
 CHECKPOINT, BEST, MERGED = "checkpoint", "best", "merged"
 # What merged/ copies from the base besides the weights: tokenizer and generation settings.

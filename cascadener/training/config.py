@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..lora import ALL_TARGETS, LoRAConfig
+from cascadener.qwen2.lora import ALL_TARGETS, LoRAConfig
 
 TASKS = ("extract", "classify", "joint")
 DTYPES = ("bf16", "fp32")

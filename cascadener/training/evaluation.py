@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Sequence
 
-from ..engine import ChatEngine
-from ..geic.hierarchy import Hierarchy
-from ..geic.metrics import PRF, score
-from ..geic.spans import Document, Span
-from ..lora import merged
-from ..pipeline import CascadeNER, Options
-from .distributed import World
+from cascadener.engine.chat import ChatEngine
+from cascadener.geic.hierarchy import Hierarchy
+from cascadener.geic.metrics import PRF, score
+from cascadener.geic.spans import Document, Span
+from cascadener.qwen2.lora import merged
+from cascadener.ner.pipeline import CascadeNER, Options
+from cascadener.training.distributed import World
 
 
 def predict(ner: CascadeNER, task: str, docs: Sequence[Document], tree: Hierarchy) -> list[Document]:

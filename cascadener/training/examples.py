@@ -14,13 +14,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from ..data.labels import dataset_types, load_labelled, on_tree
-from ..geic.categorize import Dynamic, examples as categorized
-from ..geic.hierarchy import UNKNOWN, Hierarchy
-from ..geic.sampling import few_shot
-from ..geic.spans import Document
-from ..prompts import Message, PromptFormat
-from ..tokenizer import IM_END, Tokenizer
+from cascadener.data.labels import dataset_types, load_labelled, on_tree
+from cascadener.geic.categorize import Dynamic, examples as categorized
+from cascadener.geic.hierarchy import UNKNOWN, Hierarchy
+from cascadener.geic.sampling import few_shot
+from cascadener.geic.spans import Document
+from cascadener.ner.prompts import Message, PromptFormat
+from cascadener.qwen2.tokenizer import IM_END, Tokenizer
 
 # Share of classification examples (besides all "unknown" ones) whose prompt carries the zero-shot
 # hint "If none of them applied, return unknown.": with it on some examples that still have their

@@ -26,25 +26,25 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..checkpoint import load_model
-from ..engine import ChatEngine
-from ..geic.hierarchy import Hierarchy
-from ..geic.sampling import stratified_subset
-from ..geic.spans import Document
-from ..lora import inject, load_adapter, save_adapter
-from ..model import Qwen2
-from ..pipeline import Options
-from ..prompts import get_format
-from ..tokenizer import Tokenizer, load_tokenizer
-from . import distributed
-from .batches import Batch, Plan, collate
-from .checkpointing import (BEST, TrainState, checkpoint_dir, load_training_state, save_best, save_checkpoint,
+from cascadener.qwen2.checkpoint import load_model
+from cascadener.engine.chat import ChatEngine
+from cascadener.geic.hierarchy import Hierarchy
+from cascadener.geic.sampling import stratified_subset
+from cascadener.geic.spans import Document
+from cascadener.qwen2.lora import inject, load_adapter, save_adapter
+from cascadener.qwen2.model import Qwen2
+from cascadener.ner.pipeline import Options
+from cascadener.ner.prompts import get_format
+from cascadener.qwen2.tokenizer import Tokenizer, load_tokenizer
+from cascadener.training import distributed
+from cascadener.training.batches import Batch, Plan, collate
+from cascadener.training.checkpointing import (BEST, TrainState, checkpoint_dir, load_training_state, save_best, save_checkpoint,
                             save_merged)
-from .config import TrainConfig
-from .distributed import World
-from .evaluation import dev_scores
-from ..data.labels import load_labelled
-from .examples import TokenizedExample, chat_examples, load_task_data, tokenize_all
+from cascadener.training.config import TrainConfig
+from cascadener.training.distributed import World
+from cascadener.training.evaluation import dev_scores
+from cascadener.data.labels import load_labelled
+from cascadener.training.examples import TokenizedExample, chat_examples, load_task_data, tokenize_all
 
 CONFIG_FILE, LOG_FILE, DEV_LOG_FILE = "train_config.json", "train_log.jsonl", "dev_log.jsonl"
 STOP_EXIT = 75      # exit status of a --stop-after "crash"

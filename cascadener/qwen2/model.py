@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kernels import attention, rmsnorm, rope
+from cascadener.kernels import attention, rmsnorm, rope
 
-from .cache import AttentionMeta, KVCache, causal_pad_mask
+from cascadener.qwen2.cache import AttentionMeta, KVCache, causal_pad_mask
 
 
 class RMSNorm(nn.Module):

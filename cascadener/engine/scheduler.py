@@ -21,10 +21,10 @@ from typing import Sequence
 
 import torch
 
-from .cache import StaticKVCache
-from .generation import Generation, PrefillCounter, SamplingParams, decode_step, next_tokens, prefill, seen_tokens
-from .model import Qwen2
-from .prefix_cache import PrefixCache, row_kv
+from cascadener.qwen2.cache import StaticKVCache
+from cascadener.engine.generation import Generation, PrefillCounter, SamplingParams, decode_step, next_tokens, prefill, seen_tokens
+from cascadener.qwen2.model import Qwen2
+from cascadener.engine.prefix_cache import PrefixCache, row_kv
 
 
 @dataclass

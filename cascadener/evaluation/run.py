@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from .geic.hierarchy import Hierarchy
-from .geic.metrics import Report, score
-from .geic.spans import Document
-from .pipeline import CascadeNER, Stats
+from cascadener.geic.hierarchy import Hierarchy
+from cascadener.geic.metrics import Report, score
+from cascadener.geic.spans import Document
+from cascadener.ner.pipeline import CascadeNER, Stats
 
 
 @dataclass

@@ -14,12 +14,12 @@ from typing import Sequence
 
 import torch
 
-from .engine import ChatEngine
-from .geic import fusion, markup
-from .geic.hierarchy import Hierarchy
-from .geic.segment import segments
-from .geic.spans import Document, Span
-from .prompts import UNKNOWN, PromptFormat, get_format, match_label
+from cascadener.engine.chat import ChatEngine
+from cascadener.geic import fusion, markup
+from cascadener.geic.hierarchy import Hierarchy
+from cascadener.geic.segment import segments
+from cascadener.geic.spans import Document, Span
+from cascadener.ner.prompts import UNKNOWN, PromptFormat, get_format, match_label
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import NamedTuple
 
-from ..tokenizer import Tokenizer
+from cascadener.qwen2.tokenizer import Tokenizer
 
 
 def _bytes_to_unicode() -> dict[int, str]:

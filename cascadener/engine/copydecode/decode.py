@@ -43,13 +43,13 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..cache import StaticKVCache
-from ..generation import PrefillCounter, prefill
-from ..model import Qwen2
-from ..prefix_cache import PrefixCache, row_kv
-from ..restricted_head import restricted_logits
-from ..tokenizer import Tokenizer
-from .automaton import Allowed, CopyAutomaton, CopyConstraint, CopyState
+from cascadener.qwen2.cache import StaticKVCache
+from cascadener.engine.generation import PrefillCounter, prefill
+from cascadener.qwen2.model import Qwen2
+from cascadener.engine.prefix_cache import PrefixCache, row_kv
+from cascadener.engine.restricted_head import restricted_logits
+from cascadener.qwen2.tokenizer import Tokenizer
+from cascadener.engine.copydecode.automaton import Allowed, CopyAutomaton, CopyConstraint, CopyState
 
 
 @dataclass
@@ -205,7 +205,7 @@ def copy_mark(model: Qwen2, tokenizer: Tokenizer, prompt_ids: Sequence[Sequence[
     Continuous batching over `batch_size` cache rows: finished rows are handed to waiting requests,
     a quarter of the rows at a time so that one prefill serves several (through the prefix cache;
     prompts the joiners share, like the k runs of one text, are computed once). Padding costs
-    attention only: the model runs its linear layers on the real tokens (cascadener.cache.AttentionMeta).
+    attention only: the model runs its linear layers on the real tokens (cascadener.qwen2.cache.AttentionMeta).
     """
     if len(prompt_ids) != len(sources):
         raise ValueError(f"{len(prompt_ids)} prompts for {len(sources)} sources")

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .fastlinear import linear_rows
+from cascadener.engine.fastlinear import linear_rows
 
 
 def restricted_logits(hidden: torch.Tensor, head: nn.Module, allowed: Sequence[torch.Tensor]

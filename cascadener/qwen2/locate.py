@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-HOW_TO_GET = ("Get weights with `python -m cascadener.download Qwen/Qwen2.5-0.5B-Instruct` "
+HOW_TO_GET = ("Get weights with `python -m cascadener.qwen2.download Qwen/Qwen2.5-0.5B-Instruct` "
               "(writes weights/Qwen2.5-0.5B-Instruct), or pass any checkpoint directory in the Hugging Face "
               "layout with --model DIR. See weights/README.md.")
 

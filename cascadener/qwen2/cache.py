@@ -13,12 +13,12 @@ from typing import Protocol, Sequence
 
 import torch
 
-from kernels.rope import Tables
+from cascadener.kernels.rope import Tables
 
 
 @dataclass
 class AttentionMeta:
-    """Per-forward data every layer shares: rotary tables (kernels.rope.Tables), the boolean mask
+    """Per-forward data every layer shares: rotary tables (cascadener.kernels.rope.Tables), the boolean mask
     (B, 1, T, S), and where the real tokens sit in the (B, T) grid of slots.
 
     Between attentions the model carries only the real tokens, (N, C): a batch of ragged rows is
@@ -71,10 +71,10 @@ def causal_pad_mask(query_valid: torch.Tensor, key_valid: torch.Tensor, offset: 
 
 def kv_dtype(model) -> torch.dtype:
     """float32 on a CPU, whatever the model's dtype: attention computes in float32 there
-    (kernels.attention), and a bfloat16 cache would be converted again by every later forward, in
+    (cascadener.kernels.attention), and a bfloat16 cache would be converted again by every later forward, in
     every layer (it was the largest single cost of batched decoding). The values stored are the
     model's own bfloat16 keys and values, exactly, so nothing changes but where the conversion
-    happens. Other devices keep the model's dtype for their fused kernels."""
+    happens. Other devices keep the model's dtype for their fused cascadener.kernels."""
     return torch.float32 if model.device.type == "cpu" else model.dtype
 
 

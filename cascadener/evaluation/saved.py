@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import DataError, ReadResult, read_documents
-from .geic.metrics import Report, score
+from cascadener.data import DataError, ReadResult, read_documents
+from cascadener.geic.metrics import Report, score
 
 
 @dataclass

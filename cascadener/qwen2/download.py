@@ -1,6 +1,6 @@
 """Fetch an official Qwen2 checkpoint from the Hugging Face hub, with the standard library only.
 
-    python -m cascadener.download Qwen/Qwen2.5-0.5B-Instruct [--out DIR] [--revision main]
+    python -m cascadener.qwen2.download Qwen/Qwen2.5-0.5B-Instruct [--out DIR] [--revision main]
         [--subfolder NAME] [--endpoint URL] [--token TOKEN]
 
 The hub API lists the repo's files with sizes and, for LFS files, sha256 digests. Each file is
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from .locate import REPO_WEIGHTS
+from cascadener.qwen2.locate import REPO_WEIGHTS
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CONFIG = "config.json"
@@ -382,7 +382,7 @@ def _fetch_weights(hub: _Hub, commit: str, listing: Listing | None, prefix: str,
 
 
 def default_out_dir(repo: str, subfolder: str | None = None) -> Path:
-    """weights/<name>[-<subfolder>] in the project, where cascadener.locate looks for checkpoints."""
+    """weights/<name>[-<subfolder>] in the project, where cascadener.qwen2.locate looks for checkpoints."""
     name = repo.rsplit("/", 1)[-1]
     return REPO_WEIGHTS / (f"{name}-{subfolder.replace('/', '-')}" if subfolder else name)
 
@@ -430,7 +430,7 @@ def download(repo: str, out_dir: str | os.PathLike[str] | None = None, *, revisi
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cascadener.download",
+    ap = argparse.ArgumentParser(prog="python -m cascadener.qwen2.download",
                                  description="Download an official Qwen2 checkpoint (safetensors only) from the "
                                              "Hugging Face hub; resumable and verified.")
     ap.add_argument("repo", help="hub repo id, e.g. Qwen/Qwen2.5-0.5B-Instruct")

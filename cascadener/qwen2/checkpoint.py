@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .model import ConfigError, Qwen2, Qwen2Config
+from cascadener.qwen2.model import ConfigError, Qwen2, Qwen2Config
 
 FLOAT_DTYPES = {torch.float32, torch.bfloat16, torch.float16}
 INDEX_FILE = "model.safetensors.index.json"

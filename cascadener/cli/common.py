@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
-from .data.labels import load_labelled
-from .geic.hierarchy import Hierarchy
-from .geic.sampling import few_shot
-from .geic.spans import Document
-from .locate import find_checkpoint
-from .pipeline import CascadeNER, Options, default_threads
-from .prompts import FORMATS
+from cascadener.data.labels import load_labelled
+from cascadener.geic.hierarchy import Hierarchy
+from cascadener.geic.sampling import few_shot
+from cascadener.geic.spans import Document
+from cascadener.qwen2.locate import find_checkpoint
+from cascadener.ner.pipeline import CascadeNER, Options, default_threads
+from cascadener.ner.prompts import FORMATS
 
 NAIVE_LABEL_TOKENS = 512   # the authors' max_new_tokens for a label answer
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}

@@ -14,16 +14,16 @@ from typing import Sequence
 
 import torch
 
-from .checkpoint import load_model
-from .copydecode import copy_mark
-from .fastlinear import prepare_for_inference
-from .generation import PrefillCounter, SamplingParams
-from .lora import load_adapter
-from .model import Qwen2
-from .prefix_cache import PrefixCache
-from .scheduler import generate_continuous
-from .scoring import choose_greedy
-from .tokenizer import Tokenizer, load_tokenizer
+from cascadener.qwen2.checkpoint import load_model
+from cascadener.engine.copydecode import copy_mark
+from cascadener.engine.fastlinear import prepare_for_inference
+from cascadener.engine.generation import PrefillCounter, SamplingParams
+from cascadener.qwen2.lora import load_adapter
+from cascadener.qwen2.model import Qwen2
+from cascadener.engine.prefix_cache import PrefixCache
+from cascadener.engine.scheduler import generate_continuous
+from cascadener.engine.scoring import choose_greedy
+from cascadener.qwen2.tokenizer import Tokenizer, load_tokenizer
 
 
 @dataclass
@@ -51,7 +51,7 @@ class ChatEngine:
     @classmethod
     def load(cls, path: str | Path, adapter: str | Path | None = None, dtype: torch.dtype = torch.bfloat16,
              batch_size: int = 32, reuse_prefixes: bool = True, int8: bool = False) -> ChatEngine:
-        """The adapter is merged, then the linears take their inference form (cascadener.fastlinear):
+        """The adapter is merged, then the linears take their inference form (cascadener.engine.fastlinear):
         oneDNN-packed on CPU, or weight-only int8 with `int8`."""
         path = Path(path)
         model = load_model(path, dtype)

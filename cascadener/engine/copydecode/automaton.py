@@ -39,9 +39,9 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ..geic import markup
-from ..tokenizer import IM_END, Tokenizer
-from .vocab import TokenTrie, token_bytes
+from cascadener.geic import markup
+from cascadener.qwen2.tokenizer import IM_END, Tokenizer
+from cascadener.engine.copydecode.vocab import TokenTrie, token_bytes
 
 HASH = ord("#")
 

@@ -31,8 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .geic import markup
-from .geic.spans import Document, Span
+from cascadener.geic import markup
+from cascadener.geic.spans import Document, Span
 
 Message = dict[str, str]
 History = Sequence[tuple[Sequence[str], str]]   # (candidates offered, answer given) per coarser level

@@ -22,10 +22,10 @@ from typing import Sequence
 
 import torch
 
-from .generation import PrefillCounter, prefill
-from .model import Qwen2
-from .prefix_cache import PrefixCache
-from .restricted_head import restricted_logits
+from cascadener.engine.generation import PrefillCounter, prefill
+from cascadener.qwen2.model import Qwen2
+from cascadener.engine.prefix_cache import PrefixCache
+from cascadener.engine.restricted_head import restricted_logits
 
 
 @dataclass

@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 from string import Template
 from typing import TextIO
 
-from .data.conll import TokenizedDocument, document_rows
-from .geic.spans import Document, Span
+from cascadener.data.conll import TokenizedDocument, document_rows
+from cascadener.geic.spans import Document, Span
 
 
 class RenderError(ValueError):

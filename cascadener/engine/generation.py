@@ -10,9 +10,9 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .cache import StaticKVCache
-from .model import Qwen2
-from .prefix_cache import PrefixCache, cache_from_prefixes, row_kv
+from cascadener.qwen2.cache import StaticKVCache
+from cascadener.qwen2.model import Qwen2
+from cascadener.engine.prefix_cache import PrefixCache, cache_from_prefixes, row_kv
 
 
 @dataclass

@@ -31,7 +31,7 @@ from typing import Sequence
 
 import torch
 
-from .cache import StaticKVCache
+from cascadener.qwen2.cache import StaticKVCache
 
 _clock = itertools.count()
 

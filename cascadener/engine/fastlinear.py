@@ -1,9 +1,9 @@
 """The linear layers' inference-time forms, swapped in after loading (and after merging adapters):
 
-* packed (the default on CPU): each weight reordered once for oneDNN (kernels.packed_linear), same
-  numbers up to summation order (and one rounding fewer in the MLP, kernels.swiglu), and GEMVs
+* packed (the default on CPU): each weight reordered once for oneDNN (cascadener.kernels.packed_linear), same
+  numbers up to summation order (and one rounding fewer in the MLP, cascadener.kernels.swiglu), and GEMVs
   that stream weights near the memory bandwidth;
-* int8 (opt-in, `--int8`): weight-only per-channel int8 (kernels.int8_linear), half the bytes of
+* int8 (opt-in, `--int8`): weight-only per-channel int8 (cascadener.kernels.int8_linear), half the bytes of
   bfloat16 for batch-1 decode, at the cost of the weights' rounding (BENCHMARKS.md reports the F1).
 
 Batch-1 decode streams every weight once per token, so the form of the weights is what sets its
@@ -17,12 +17,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kernels import packed_linear, swiglu
-from kernels.int8_linear import Int8Linear, fast as int8_matmul
-from kernels.packed_linear import PackedLinear
-from kernels.swiglu import PackedSwiGLU
+from cascadener.kernels import packed_linear, swiglu
+from cascadener.kernels.int8_linear import Int8Linear, fast as int8_matmul
+from cascadener.kernels.packed_linear import PackedLinear
+from cascadener.kernels.swiglu import PackedSwiGLU
 
-from .model import Qwen2
+from cascadener.qwen2.model import Qwen2
 
 
 def _swap_linears(model: Qwen2, make) -> None:

@@ -9,7 +9,7 @@ Usage (the output always parses back to the source with nothing dropped):
     results = copy_mark(model, tokenizer, prompt_ids, sources)
     spans = markup.parse(sources[0], results[0].text).spans
 """
-from .automaton import Allowed, CopyAutomaton, CopyConstraint, CopyState
-from .decode import CopyResult, Picker, copy_mark
+from cascadener.engine.copydecode.automaton import Allowed, CopyAutomaton, CopyConstraint, CopyState
+from cascadener.engine.copydecode.decode import CopyResult, Picker, copy_mark
 
 __all__ = ["Allowed", "CopyAutomaton", "CopyConstraint", "CopyResult", "CopyState", "Picker", "copy_mark"]

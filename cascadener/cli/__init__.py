@@ -1,0 +1,1 @@
+"""Command-line front ends. Only this package prints, sets threads and chooses exit codes."""

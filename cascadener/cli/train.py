@@ -1,0 +1,98 @@
+"""Fine-tune the CascadeNER extractor or classifier with LoRA on a frozen Qwen2 checkpoint.
+
+    python train.py --task extract --data eng.train --shots 400 --base DIR --out out/ext --epochs 2
+    python train.py --task classify --data eng.train --dev eng.testa --out out/cls --steps 300 --merge
+    python train.py --task joint --prompt-format joint --data eng.train --shots 400 --out out/joint
+    python train.py ... --resume         # continue a killed run exactly where its last checkpoint was
+    torchrun --standalone --nproc_per_node 2 train.py ...   # data parallel (gloo on CPU, nccl on GPU)
+
+The data is a CoNLL column file, GEIC .json or .jsonl; type codes become readable words (PER ->
+person) unless --categories names them. OUT receives the adapter in the PEFT layout
+(adapter_model.safetensors, adapter_config.json: `infer.py --extractor-adapter OUT`, or
+`--adapter OUT` for a joint one), best/ (the
+adapter with the best dev F1, with --dev), checkpoint/ (for --resume), merged/ (with --merge),
+train_config.json, train_log.jsonl (one record per logged step) and dev_log.jsonl.
+Global batch = --batch-size x --grad-accum x processes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+import torch
+
+from cascadener.qwen2.locate import WeightsNotFound, find_checkpoint
+from cascadener.qwen2.lora import ALL_TARGETS
+from cascadener.training.config import DTYPES, TASKS, TrainConfig
+from cascadener.training.loop import train
+
+DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--data", required=True, help="training data: column file, .json (GEIC) or .jsonl")
+    p.add_argument("--base", help="base checkpoint (HF layout); default: $CASCADENER_ASSETS or weights/*")
+    p.add_argument("--out", required=True, help="output directory")
+    g = p.add_argument_group("data and prompts")
+    g.add_argument("--dev", help="labelled dev file: span F1 at --eval-every steps and at the end, best kept")
+    g.add_argument("--dev-sample", type=int, default=DEFAULTS["dev_sample"], help="stratified dev subset size")
+    g.add_argument("--prompt-format", choices=("prefix", "joint", "paper"), default=DEFAULTS["prompt_format"],
+                   help="joint: one adapter for both stages, sharing the sentence's cache (with --task joint)")
+    g.add_argument("--system", help="system prompt (default: the format's own)")
+    g.add_argument("--categories", help="category tree for --task classify (default: the data's types, flat)")
+    g.add_argument("--shots", type=int, help="train on a stratified few-shot sample of N sentences")
+    g.add_argument("--max-len", type=int, default=DEFAULTS["max_len"], help="leave out longer examples (tokens)")
+    g = p.add_argument_group("optimization")
+    length = g.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer steps")
+    length.add_argument("--epochs", type=float, default=DEFAULTS["epochs"], help="passes over the data")
+    g.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="examples per micro-batch")
+    g.add_argument("--grad-accum", type=int, default=DEFAULTS["grad_accum"], help="micro-batches per step")
+    g.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    g.add_argument("--warmup", type=int, default=DEFAULTS["warmup"], help="linear warmup steps")
+    g.add_argument("--grad-clip", type=float, default=DEFAULTS["grad_clip"], help="max grad norm (0 = off)")
+    g.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    g.add_argument("--dtype", choices=DTYPES, default=DEFAULTS["dtype"],
+                   help="bf16: bfloat16 base and autocast, float32 adapters; fp32: all float32")
+    g.add_argument("--grad-checkpoint", action="store_true", help="recompute blocks in backward (less memory)")
+    g = p.add_argument_group("LoRA")
+    g.add_argument("--lora-rank", type=int, default=DEFAULTS["lora_rank"])
+    g.add_argument("--lora-alpha", type=float, default=DEFAULTS["lora_alpha"])
+    g.add_argument("--lora-dropout", type=float, default=DEFAULTS["lora_dropout"])
+    g.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma-separated module names")
+    g = p.add_argument_group("run")
+    g.add_argument("--save-every", type=int, default=DEFAULTS["save_every"], help="checkpoint every N steps")
+    g.add_argument("--eval-every", type=int, default=DEFAULTS["eval_every"], help="dev F1 every N steps")
+    g.add_argument("--log-every", type=int, default=DEFAULTS["log_every"])
+    g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (fresh start if none)")
+    g.add_argument("--merge", action="store_true", help="also write base + adapter merged to OUT/merged")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 per process under torchrun)")
+    g.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)   # tests: crash after step N
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values["targets"] = [t.strip() for t in args.targets.split(",") if t.strip()]
+    values["base"] = str(find_checkpoint(args.base))
+    return TrainConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except (ValueError, WeightsNotFound) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: scoring saved predictions against gold, and running a pipeline over labelled data."""
