@@ -42,7 +42,7 @@ from cascadener.cli.common import NAIVE_LABEL_TOKENS, add_model_args, load_pipel
 from cascadener.data.labels import dataset_types, load_labelled  # noqa: E402
 from cascadener.engine.chat import ChatEngine  # noqa: E402
 from cascadener.evaluation.run import with_paths  # noqa: E402
-from cascadener.engine.generation import PrefillCounter  # noqa: E402
+from cascadener.engine.scheduler import PrefillCounter  # noqa: E402
 from cascadener.geic.hierarchy import Hierarchy  # noqa: E402
 from cascadener.geic.metrics import score  # noqa: E402
 from cascadener.geic.sampling import stratified_subset  # noqa: E402

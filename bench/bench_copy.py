@@ -21,19 +21,17 @@ Method:
   other at every operation), which would flatter speculation: so before each sentence the bench
   waits (`--wait-quiet`) until other processes use < 15% of the CPUs, and reports how busy they were.
   Methods:
-    plain        `generation.generate`, greedy, budget 2 * source tokens + 32 (the pipeline's);
-    constrained  `copy_mark(speculate=False)`: restricted head, one token per forward;
-    speculative  `copy_mark(n_draft=...)`;
-  and, with `--batch B`, `copy_mark` over B sentences at once (rows accept different lengths).
+    plain        `generate`, free greedy, budget 2 * source tokens + 32 (the pipeline's unconstrained one);
+    constrained  `generate` under the copy constraint with `n_draft=0`: restricted head, one token per forward;
+    speculative  the same with `n_draft=...`: copy-speculation;
+  and, with `--batch B`, speculative over B sentences at once (rows accept different lengths).
 * Time per call covers everything (prefill included). tok/s = output tokens (stop token excluded)
   / seconds; forwards/token = model calls (prefill included) / (output tokens + 1 for the stop).
   decode tok/s = output tokens / (seconds - that method's prefill seconds), the prefill timed once
   per sentence on its own: for plain greedy a forward with the full head at the prompt's last
-  position (what `generation.prefill` runs), for copy_mark one without the head (what it runs). The
-  two differ by more than the head: in this tree `model(..., logits_at=slice(-1, None))` applies
-  the head to a strided view, which PyTorch's CPU bf16 matmul runs on a slow path (1.3 s+ for one
-  row on one thread), and copy_mark does not go that way. The decode columns compare the
-  decoding methods alone; the end-to-end columns include that prefill difference. Batched rows
+  position, for the constrained methods one without the head (the engine reads the prompt's last
+  hidden state through the restricted head). The decode columns compare the decoding methods
+  alone; the end-to-end columns include that prefill difference. Batched rows
   have no decode figure (their prefill is batched).
 * Equality: where plain greedy's output is a faithful marking of the source (the copy automaton
   accepts it), constrained and speculative output must be the same token ids. In bfloat16 a wider
@@ -44,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -55,11 +52,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # benchmark this tree's cascadener, whatever else is installed
 
-from common import cpu_busy_fraction, default_model_dir, machine_info, shared_data, wait_for_quiet  # noqa: E402
+from common import (cpu_busy_fraction, default_model_dir, detokenize, machine_info, shared_data,  # noqa: E402
+                    wait_for_quiet)
 
 from cascadener import SamplingParams, Tokenizer, generate, load_model, load_tokenizer  # noqa: E402
 from cascadener.engine.fastlinear import prepare_for_inference  # noqa: E402
-from cascadener.engine.copydecode import CopyConstraint, copy_mark  # noqa: E402
+from cascadener.ner.copy import CopyConstraint  # noqa: E402
 from cascadener.data import load_documents  # noqa: E402
 from cascadener.ner.prompts import get_format  # noqa: E402
 
@@ -79,11 +77,11 @@ class Run:
     prefill: float = 0.0    # seconds of one forward over this sentence's prompt
 
 
-def detokenize(text: str) -> str:
-    """CoNLL's token-spaced text as people write it: no space before closing punctuation,
-    `'s` or `n't`, nor after an opening bracket."""
-    text = re.sub(r" ([.,:;!?%)\]]|'s\b|n't\b)", r"\1", text)
-    return re.sub(r"([(\[$]) ", r"\1", text)
+def copy_mark(model, tok: Tokenizer, prompts: list[list[int]], sources: list[str], n_draft: int):
+    """Each source copied under its copy constraint (the pipeline's extraction requests)."""
+    automata = [CopyConstraint.for_tokenizer(tok).for_source(s) for s in sources]
+    params = [SamplingParams(max_new_tokens=a.max_tokens) for a in automata]
+    return generate(model, prompts, params, automata, n_draft=n_draft, batch_size=len(prompts))
 
 
 def time_prefill(model, prompt: list[int], head: bool) -> float:
@@ -107,8 +105,8 @@ def run_one(name: str, i: int, method: str, model, tok: Tokenizer, prompt: list[
         tokens, stopped = g.tokens, g.finish_reason == "stop"
         forwards = len(tokens) + stopped          # one per token, the prefill giving the first
     else:
-        r = copy_mark(model, tok, [prompt], [source], speculate=method == "speculative", n_draft=n_draft)[0]
-        tokens, stopped, forwards = r.tokens, r.faithful, r.forward_passes
+        r = copy_mark(model, tok, [prompt], [source], n_draft if method == "speculative" else 0)[0]
+        tokens, stopped, forwards = r.tokens, r.finish_reason == "stop", r.forward_passes
     return Run(name, i, method, time.perf_counter() - start, tokens, forwards, stopped, busy)
 
 
@@ -130,11 +128,12 @@ def bench_format(name: str, model, tok: Tokenizer, sources: list[str], n_draft: 
     for b in range(0, len(sources) if batch > 1 else 0, batch):
         busy = wait_for_quiet(wait)
         start = time.perf_counter()
-        results = copy_mark(model, tok, prompts[b:b + batch], sources[b:b + batch], n_draft=n_draft)
+        results = copy_mark(model, tok, prompts[b:b + batch], sources[b:b + batch], n_draft)
         seconds = time.perf_counter() - start
         for j, r in enumerate(results):   # the batch's time is shared out by output length
             share = seconds * (len(r.tokens) + 1) / sum(len(x.tokens) + 1 for x in results)
-            runs.append(Run(name, b + j, f"spec-batch{batch}", share, r.tokens, r.forward_passes, r.faithful, busy))
+            runs.append(Run(name, b + j, f"spec-batch{batch}", share, r.tokens, r.forward_passes,
+                            r.finish_reason == "stop", busy))
         print(f"  [{name} {b:2d}+] spec-batch{batch} {seconds:6.2f}s", flush=True)
     return runs
 
@@ -186,7 +185,7 @@ def main() -> None:
     ap.add_argument("--formats", default="paper,instruct,instruct/detok",
                     help="prompt formats; NAME/detok runs NAME on the sentences with CoNLL's token spacing undone")
     ap.add_argument("--n-draft", type=int, default=16)
-    ap.add_argument("--batch", type=int, default=4, help="also run speculative copy_mark in batches of B (1 = off)")
+    ap.add_argument("--batch", type=int, default=4, help="also run speculative copying in batches of B (1 = off)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--wait-quiet", type=float, default=120.0,
                     help="before each sentence, wait at most this many seconds for the other processes to calm down")

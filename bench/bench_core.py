@@ -103,7 +103,8 @@ class Ours:
     def generate(self, prompts: list[list[int]], n: int) -> list[list[int]]:
         from cascadener import SamplingParams, generate
 
-        return [g.tokens for g in generate(self.model, prompts, SamplingParams(max_new_tokens=n, stop_ids=()))]
+        return [g.tokens for g in generate(self.model, prompts, SamplingParams(max_new_tokens=n, stop_ids=()),
+                                           batch_size=len(prompts))]
 
 
 class HF:

@@ -9,7 +9,7 @@ Shapes: hidden 896, 14 query heads / 2 kv heads of 64, MLP 4864, vocabulary 1519
 at batch 1 and batch 8 (one new token per row), prefill of 256 tokens at batch 1; the int8 linear at
 M = 1, 8 and 256 rows (the LM head at 1 and 8 only: prefill needs logits at one position). Attention at
 decode reads a cache of S slots through a (B, Hkv, S, D) view of a larger buffer, as
-StaticKVCache.update returns it; at batch 8 the rows are left-padded, so a boolean mask is used.
+KVStore.update (cascadener.engine.kv) returns it; at batch 8 the rows are left-padded, so a boolean mask is used.
 
 Weights and caches are read cold, as in decode, where each layer's weights and K/V are read once
 per token from DRAM: an op whose operands fit the 32 MiB L3 is given enough clones of them (at least

@@ -35,7 +35,7 @@ from common import OthersShare, machine_info, shared_data  # noqa: E402
 
 from cascadener.cli.common import add_model_args, load_pipeline  # noqa: E402
 from cascadener.data import load_documents  # noqa: E402
-from cascadener.engine.generation import PrefillCounter  # noqa: E402
+from cascadener.engine.scheduler import PrefillCounter  # noqa: E402
 from cascadener.geic.hierarchy import Hierarchy  # noqa: E402
 from cascadener.geic.spans import Span  # noqa: E402
 from cascadener.ner.pipeline import Stats  # noqa: E402

@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -72,6 +73,13 @@ def left_padded(prompts: list[list[int]], pad_id: int) -> tuple[list[list[int]],
     ids = [[pad_id] * (width - len(p)) + list(p) for p in prompts]
     mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
     return ids, mask
+
+
+def detokenize(text: str) -> str:
+    """CoNLL's token-spaced text as people write it: no space before closing punctuation,
+    `'s` or `n't`, nor after an opening bracket."""
+    text = re.sub(r" ([.,:;!?%)\]]|'s\b|n't\b)", r"\1", text)
+    return re.sub(r"([(\[$]) ", r"\1", text)
 
 
 # --- timing and memory ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ _EXPORTS = {
     "load_model": "qwen2.checkpoint", "load_config": "qwen2.checkpoint", "CheckpointError": "qwen2.checkpoint",
     "load_tokenizer": "qwen2.tokenizer", "Tokenizer": "qwen2.tokenizer",
     "Qwen2": "qwen2.model", "Qwen2Config": "qwen2.model",
-    "SamplingParams": "engine.generation", "Generation": "engine.generation", "generate": "engine.generation", "stream": "engine.generation",
+    "SamplingParams": "engine.sampling", "Generation": "engine.scheduler", "generate": "engine.scheduler",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -9,8 +9,8 @@ it is two (T x S) matmuls per head. Three implementations:
 
 * `reference`: the textbook formula, written out: repeat K/V to H heads, matmul, scale, mask,
   softmax, matmul, all in float32.
-* `sdpa`: ``F.scaled_dot_product_attention(..., enable_gqa=True)``, what the model calls today
-  (on CPU a flash-style kernel that accumulates in float32).
+* `sdpa`: ``F.scaled_dot_product_attention(..., enable_gqa=True)`` (on CPU a flash-style kernel
+  that accumulates in float32; on CUDA the fused kernels).
 * `grouped`: the reference without the repeat. The n_rep query heads that share a kv head are
   stacked into the rows of one matrix, (B, Hkv, n_rep*T, D), and multiplied by the *un-repeated*
   K and V: the same dot products, no copy of the cache, and at decode one (7 x 64) @ (64 x S)
@@ -23,15 +23,12 @@ few units that costs about 10x the error of rounding the output alone (q, k ~ N(
 max error 0.07-0.12 against 0.008), so it is not reproduced; in float32 `reference` *is* the eager
 path, op for op.
 
-`fast` picks `grouped` for up to 128 queries per row and `sdpa` above (a long prompt, where the
-(n_rep*T, S) float32 scores of `grouped` would grow large). Measured on this CPU in bfloat16: with
-one query SDPA is ~10x slower than `grouped` (and than its own float32 version); for the batches
-the engine runs, 5-64 queries per row over 60-400 keys (B = 8-32), `grouped` took 0.5-1x SDPA's
-time (e.g. B=32, T=25, S=60: 1.4 against 2.0 ms; T=5, S=150: 0.9 against 1.7 ms), and at
-B=1, T=S=256 SDPA was ahead (1.6 against 2.0 ms). In the whole pipeline (200 CoNLL sentences)
-thresholds of 8 and 128 timed the same, 22.3 s, within noise.
+`fast` is what the model calls. On a CPU it picks `grouped` for up to 128 queries per row (one
+query, as in decoding, is where SDPA's CPU kernel is slowest; BENCHMARKS.md has the measurements)
+and `sdpa` above, for a long prompt, where the (n_rep*T, S) float32 scores of `grouped` would grow
+large. On CUDA it always picks `sdpa`.
 
-On a CPU the cache stores keys and values in float32 (cascadener.qwen2.cache.kv_dtype), so `grouped`
+On a CPU the engine stores keys and values in float32 (cascadener.engine.kv.kv_dtype), so `grouped`
 finds them already in the dtype it computes in; `sdpa` then runs in float32 too.
 """
 from __future__ import annotations
@@ -51,7 +48,7 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     v = v.repeat_interleave(n_rep, dim=1)
     scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5      # (B, H, T, S)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))    # every row keeps >= 1 key (cache.py)
+        scores = scores.masked_fill(~mask, float("-inf"))    # every row keeps >= 1 key (qwen2/cache.py)
     probs = torch.softmax(scores, dim=-1)
     return torch.matmul(probs, v).to(dtype)
 
@@ -84,5 +81,7 @@ def grouped(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
 
 
 def fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """`grouped` up to GROUPED_MAX_QUERIES queries per row, `sdpa` above; both within tolerance."""
-    return grouped(q, k, v, mask) if q.shape[2] <= GROUPED_MAX_QUERIES else sdpa(q, k, v, mask)
+    """On a CPU `grouped` up to GROUPED_MAX_QUERIES queries per row, `sdpa` above; `sdpa` elsewhere."""
+    if q.device.type == "cpu" and q.shape[2] <= GROUPED_MAX_QUERIES:
+        return grouped(q, k, v, mask)
+    return sdpa(q, k, v, mask)

@@ -64,3 +64,12 @@ def real_model_fp32(real_ckpt):
 def tiny_tokenizer(tiny_ckpt):
     from cascadener import load_tokenizer
     return load_tokenizer(tiny_ckpt)
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    """Every device the engine runs on: the CPU always, CUDA when torch sees one."""
+    import torch
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    return torch.device(request.param)

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
 from cascadener import CheckpointError, load_model, load_tokenizer
-from cascadener.qwen2.checkpoint import save_model
+from cascadener.qwen2.checkpoint import load_config, nonfinite, save_model
 from cascadener.qwen2.model import ConfigError, Qwen2Config
 
 
@@ -123,7 +126,7 @@ def test_config_errors(change, message, tiny_ckpt):
 
 
 def test_sliding_window_fields_are_accepted_when_off(tiny_ckpt):
-    cfg = Qwen2Config.from_json(tiny_ckpt / "config.json")
+    cfg = load_config(tiny_ckpt)
     assert cfg.head_dim == 16 and cfg.eos_ids == [2]
 
 
@@ -176,3 +179,91 @@ def test_a_tensor_whose_bytes_do_not_fit_its_shape_is_named(ckpt):
     f.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
     with pytest.raises(CheckpointError, match=f"{name}.*bytes"):
         load_model(ckpt)
+
+
+# --- checkpoints from today's tools, and weights that must not load -------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_transformers5_config_loads_like_the_4x_one(ckpt, tiny_ckpt):
+    """transformers 5 writes rope_parameters, dtype and layer_types (the tiny shape, as 5.24 saves it)."""
+    shutil.copy(FIXTURES / "config_transformers5.json", ckpt / "config.json")
+    assert "rope_theta" not in json.loads((ckpt / "config.json").read_text())
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    assert torch.equal(load_model(ckpt)(ids), load_model(tiny_ckpt)(ids))
+
+
+@pytest.mark.parametrize("rope, message", [
+    ({"rope_theta": 10000.0, "rope_type": "yarn", "factor": 4.0}, "RoPE scaling"),
+    ({"rope_theta": 10000.0, "rope_type": "default", "factor": 4.0}, "RoPE scaling"),
+    ({"rope_type": "default"}, "no rope_theta"),
+])
+def test_transformers5_rope_scaling_is_refused_naming_the_file(ckpt, rope, message):
+    cfg = json.loads((FIXTURES / "config_transformers5.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps(cfg | {"rope_parameters": rope}))
+    with pytest.raises(CheckpointError, match=f"config.json: .*{message}"):
+        load_model(ckpt)
+
+
+def test_sliding_layers_are_refused(ckpt):
+    cfg = json.loads((FIXTURES / "config_transformers5.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps(cfg | {"layer_types": ["full_attention", "sliding_attention"]}))
+    with pytest.raises(CheckpointError, match=r"config.json: layer_types \['sliding_attention'\]"):
+        load_model(ckpt)
+
+
+def test_a_model_saved_by_the_installed_transformers_loads(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="transformers is the optional oracle that saves it")
+    torch.manual_seed(0)
+    cfg = transformers.Qwen2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                   rope_theta=5000.0, tie_word_embeddings=True)
+    hf = transformers.Qwen2ForCausalLM(cfg).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = load_model(tmp_path / "hf")
+    assert ours.config.rope_theta == 5000.0
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+    with torch.no_grad():
+        expected = hf(ids).logits
+    assert (ours(ids) - expected).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_or_infinite_weights_are_refused_naming_the_tensor(ckpt, bad):
+    def poison(t):
+        w = t["model.layers.1.mlp.down_proj.weight"].copy()
+        w[3, 5] = bad
+        t["model.layers.1.mlp.down_proj.weight"] = w
+    rewrite(ckpt, poison)
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor model.layers.1.mlp.down_proj.weight "
+                                              r"holds 1 NaN or infinite values"):
+        load_model(ckpt)
+
+
+def test_missing_or_broken_tokenizer_config_is_refused_naming_the_file(ckpt):
+    (ckpt / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="tokenizer_config.json:1:2: not valid JSON"):
+        load_tokenizer(ckpt)
+    (ckpt / "tokenizer_config.json").unlink()
+    with pytest.raises(ValueError, match="tokenizer_config.json: missing"):
+        load_tokenizer(ckpt)
+
+
+def test_weights_folder_is_never_inside_the_installed_package(monkeypatch, tmp_path):
+    from cascadener.qwen2 import locate
+    monkeypatch.setenv("CASCADENER_HOME", str(tmp_path / "home"))
+    assert locate.weights_dir() == tmp_path / "home" / "weights"
+    monkeypatch.delenv("CASCADENER_HOME")
+    assert locate.weights_dir() == locate.SOURCE_ROOT / "weights"          # this source checkout
+    monkeypatch.setattr(locate, "SOURCE_ROOT", tmp_path / "site-packages")   # an installed copy
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert locate.weights_dir() == tmp_path / "cache" / "cascadener" / "weights"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 1.5, -3.0, 6e4, -6e4, 3e38, math.nan, math.inf, -math.inf]), min_size=1,
+                max_size=40), st.sampled_from([torch.float32, torch.bfloat16, torch.float16]))
+def test_nonfinite_counts_exactly_even_when_the_sum_overflows(values, dtype):
+    t = torch.tensor(values).to(dtype)            # 3e38 is inf in float16: counted, as the weights would hold it
+    assert nonfinite(t) == sum(not math.isfinite(v) for v in t.float().tolist())

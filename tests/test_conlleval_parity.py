@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cascadener.data.tags import Chunk, decode
-from cascadener.evaluation.saved import score_files
+from cascadener.evaluation.saved import evaluate_files
 from data_helpers import dataset_file, read_columns
 
 try:
@@ -37,7 +37,7 @@ def write_columns(path: Path, sentences: list[list[tuple[str, str]]]) -> Path:
 def score_tags(tmp_path: Path, tokens: list[list[str]], gold: list[list[str]], pred: list[list[str]]):
     gold_file = write_columns(tmp_path / "gold.txt", [list(zip(t, g)) for t, g in zip(tokens, gold)])
     pred_file = write_columns(tmp_path / "pred.txt", [list(zip(t, p)) for t, p in zip(tokens, pred)])
-    return score_files(pred_file, gold_file)
+    return evaluate_files(pred_file, gold_file).report
 
 
 # --- by hand, no oracle needed -------------------------------------------------------------------

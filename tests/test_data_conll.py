@@ -92,6 +92,34 @@ def test_wikiann_zh_writes_hash_back(tmp_path):
     assert (tmp_path / "out.tsv").read_text(encoding="utf-8") == original.replace("S\tI-ORG", "S\tB-ORG")
 
 
+def test_comment_lines_are_skipped_and_multiconer_ids_kept():
+    lines = ["# id 0c2d9c0c-1b7e-4f6a domain=dev", "Kobe _ _ B-PER", "won _ _ O", "",
+             "# id 77aa\tdomain=en", "#\tO", "Paris\tB-LOC", "# a comment inside a sentence", "#\tO", "",
+             "# sentence without an id", "# O", "#Rome B-LOC"]
+    one, two, three = parse_conll(lines, source="multi.conll").documents
+    assert (one.id, one.text, surfaces(one)) == ("0c2d9c0c-1b7e-4f6a", "Kobe won", [("Kobe", "PER")])
+    assert (two.id, two.text) == ("77aa", "# Paris #")         # WikiANN's '#' token, even first, is a token
+    assert (three.id, three.text, surfaces(three)) == ("multi.conll:12", "# #Rome", [("#Rome", "LOC")])
+
+
+@pytest.mark.parametrize("name, content", [
+    ("a.txt", "Kobe\tB-PER\nwon\tO\n"),
+    ("a.jsonl", '{"text": "Kobe won", "entities": [{"start": 0, "end": 4, "label": "PER"}]}\n'),
+    ("a.json", '{"s1": {"sentence": "Kobe won", "entity": ["Kobe"], "category": ["PER"]}}'),
+])
+def test_a_byte_order_mark_changes_nothing_and_other_encodings_are_refused(tmp_path, name, content):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "bom").mkdir()
+    (tmp_path / "plain" / name).write_text(content, encoding="utf-8")
+    (tmp_path / "bom" / name).write_text(content, encoding="utf-8-sig")
+    docs = load_documents(tmp_path / "plain" / name)
+    assert [(d.text, surfaces(d)) for d in docs] == [("Kobe won", [("Kobe", "PER")])]
+    assert [(d.text, d.spans) for d in load_documents(tmp_path / "bom" / name)] == [(d.text, d.spans) for d in docs]
+    (tmp_path / name).write_text(content.replace("won", "gewönne"), encoding="latin-1")
+    with pytest.raises(DataError, match=f"{name}:[12]: not UTF-8 text"):
+        load_documents(tmp_path / name)
+
+
 def test_language_prefix_is_stripped_only_when_every_token_has_it(tmp_path):
     result = read_conll(FIXTURES / "wikiann_prefixed.tsv")
     assert [d.text for d in result.documents] == ["Rick Astley bar:24", "Paris"]

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cascadener.data import DataError, read_jsonl, save_documents, write_jsonl
-from cascadener.data.jsonl import RecordError, from_record, parse_jsonl, to_record
+from cascadener.data.jsonl import RecordError, from_record, parse_jsonl
 from cascadener.geic.spans import Document, Span
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
@@ -76,7 +78,7 @@ def test_errors_name_the_line(record, message):
 def test_record_schema_keys_order_and_types():
     doc = Document("Kobe Bryant played for the Lakers.", [Span(27, 33, "organization"),
                                                           Span(0, 11, "person", ("agent", "person"), 1)])
-    record = to_record(doc)
+    record = doc.to_dict()
     assert list(record) == ["text", "entities"]     # plain English input: nothing else
     assert [list(e) for e in record["entities"]] == [["start", "end", "text", "label", "path", "score"]] * 2
     assert record["entities"] == [   # text order, path as a list, score as float or null
@@ -88,14 +90,36 @@ def test_record_schema_keys_order_and_types():
 
 
 def test_record_writes_lang_and_id_only_when_they_say_something():
-    assert list(to_record(Document("x", lang="en", id=""))) == ["text", "entities"]
-    assert to_record(Document("x", lang="zh", id="s1")) == {"text": "x", "entities": [], "lang": "zh", "id": "s1"}
-    assert list(to_record(Document("x", id="s1"))) == ["text", "entities", "id"]
+    assert list(Document("x", lang="en", id="").to_dict()) == ["text", "entities"]
+    assert Document("x", lang="zh", id="s1").to_dict() == {"text": "x", "entities": [], "lang": "zh", "id": "s1"}
+    assert list(Document("x", id="s1").to_dict()) == ["text", "entities", "id"]
+
+
+@st.composite
+def documents(draw) -> Document:
+    """Any text (surrogates aside: JSON cannot carry them to UTF-8), any spans in it, overlapping or not."""
+    text = draw(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30))
+    spans = []
+    for _ in range(draw(st.integers(0, 4))):
+        start = draw(st.integers(0, len(text) - 1))
+        end = draw(st.integers(start + 1, len(text)))
+        label = draw(st.text(max_size=5))
+        path = tuple(draw(st.lists(st.text(max_size=5), max_size=2))) + ((label,) if label else ())
+        spans.append(Span(start, end, label, path, draw(st.none() | st.floats(allow_nan=False))))
+    return Document(text, spans, lang=draw(st.sampled_from(["en", "zh", "de"])), id=draw(st.text(max_size=5)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(documents())
+def test_every_document_survives_to_json_and_back(doc):
+    back = from_record(json.loads(doc.to_json()))
+    assert back == Document(doc.text, sorted(doc.spans), doc.lang, doc.id)
+    assert [s.score for s in back.spans] == [s.score for s in sorted(doc.spans)]
 
 
 def test_record_round_trip(docs):
     for doc in docs:
-        back = from_record(json.loads(json.dumps(to_record(doc), ensure_ascii=False)))
+        back = from_record(json.loads(doc.to_json()))
         assert back == Document(doc.text, sorted(doc.spans), doc.lang, doc.id)
         assert [s.score for s in back.spans] == [s.score for s in sorted(doc.spans)]
     assert (docs[2].lang, docs[2].id) == ("zh", "zh-poet")   # the optional keys are read when present
@@ -103,7 +127,7 @@ def test_record_round_trip(docs):
 
 def test_record_keeps_overlapping_spans():
     doc = Document("New York City", [Span(0, 8, "location"), Span(0, 13, "location")])
-    assert from_record(to_record(doc)).spans == doc.spans
+    assert from_record(doc.to_dict()).spans == doc.spans
 
 
 def test_from_record_minimal_forms():
@@ -142,7 +166,7 @@ def test_from_record_rejects_bad_records(record, message):
 
 
 def test_written_records_read_back_as_jsonl(docs, tmp_path):
-    """What infer.py --format jsonl writes (to_record per line) is what read_jsonl (and eval.py) reads."""
+    """What infer.py --format jsonl writes (Document.to_json per line) is what read_jsonl (and eval.py) reads."""
     path = tmp_path / "pred.jsonl"
-    path.write_text("".join(json.dumps(to_record(d), ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    path.write_text("".join(d.to_json() + "\n" for d in docs), encoding="utf-8")
     assert read_jsonl(path).documents == [Document(d.text, sorted(d.spans), d.lang, d.id) for d in docs]

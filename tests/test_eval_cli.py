@@ -84,14 +84,13 @@ def test_jsonl_predictions_against_geic_gold(tmp_path, capsys):
 
 
 def test_predictions_in_infer_output_schema(tmp_path, capsys):
-    """eval.py reads what infer.py --format jsonl writes: to_record lines, entity "text" and all."""
-    from cascadener.data.jsonl import to_record
+    """eval.py reads what infer.py --format jsonl writes: Document.to_json lines, entity "text" and all."""
     from cascadener.geic.spans import Document, Span
     text = "Kobe Bryant played for the Lakers ."
     pred = Document(text, [Span(0, 11, "person", ("agent", "person"), 0.97), Span(27, 33, "location", score=0.5)])
     gold = write(tmp_path, "gold.jsonl", json.dumps({"text": text, "entities": [
         {"start": 0, "end": 11, "label": "person"}, {"start": 27, "end": 33, "label": "organization"}]}) + "\n")
-    pred_path = write(tmp_path, "pred.jsonl", json.dumps(to_record(pred), ensure_ascii=False) + "\n")
+    pred_path = write(tmp_path, "pred.jsonl", pred.to_json() + "\n")
     assert '"text": "Kobe Bryant"' in Path(pred_path).read_text(encoding="utf-8")
     assert eval_cli.main(["--predictions", pred_path, "--gold", gold, "--report", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
@@ -124,3 +123,28 @@ def test_saved_and_model_modes_exclude_each_other(capsys):
     assert "give one or the other" in capsys.readouterr().err
     args = eval_cli.build_parser().parse_args(["--data", "d", "--model", "m", "--k", "1", "--sample", "300"])
     assert (args.data, args.model, args.k, args.sample, args.scheme) == ("d", "m", 1, 300, "auto")
+
+
+def test_data_runs_the_model_and_reports_what_saved_predictions_score(tmp_path, tiny_ckpt, capsys):
+    """eval.py --data on the tiny checkpoint: the report it writes for the run equals eval.py's score
+    of the predictions it saved, against the same gold."""
+    texts = ["Kobe played in Paris", "Angela visited Berlin", "The Lakers won"]
+    entities = [[(0, 4, "person"), (15, 20, "location")], [(0, 6, "person"), (15, 21, "location")],
+                [(4, 10, "organization")]]
+    gold = write(tmp_path, "gold.jsonl", "".join(json.dumps({"text": t, "entities": [
+        {"start": s, "end": e, "label": label} for s, e, label in es]}) + "\n" for t, es in zip(texts, entities)))
+    run_report, saved, page = tmp_path / "run.json", tmp_path / "pred.jsonl", tmp_path / "run.html"
+    assert eval_cli.main(["--data", gold, "--model", str(tiny_ckpt), "--dtype", "fp32", "--k", "1", "--threads", "1",
+                          "--report", str(run_report), "--save-predictions", str(saved), "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{gold}: 3 sentences, labels person, location, organization\n")
+    assert "micro (span, type)" in out and "sentences/s" in out
+    ran = json.loads(run_report.read_text(encoding="utf-8"))
+    assert ran["data"] == gold and ran["labels"] == ["person", "location", "organization"]
+    assert ran["sentences"] == 3 and ran["micro"]["n_gold"] == 5 and ran["sentences_per_second"] > 0
+    assert ran["pipeline"]["texts"] == 3 and ran["pipeline"]["extraction_prompts"] == 3
+    assert eval_cli.main(["--predictions", str(saved), "--gold", gold, "--report", str(tmp_path / "saved.json")]) == 0
+    rescored = json.loads((tmp_path / "saved.json").read_text(encoding="utf-8"))
+    for key in ("micro", "macro", "per_type", "extraction", "lenient", "lenient_extraction", "sentences"):
+        assert ran[key] == rescored[key], key
+    assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")

@@ -1,6 +1,6 @@
 """Inference forms of the linears (cascadener.engine.fastlinear): packed and int8. Which layers change, how
-far the numbers move, and that every decoding path (full head, restricted copy head, scoring)
-runs on them.
+far the numbers move, and that every policy (free, the copy constraint, the label choice) runs on
+them.
 
 The tiny model's hidden size (64) is a multiple of 16, so decode goes through the fused
 _weight_int8pack_mm kernel as it does for the real model (kernels/int8_linear.py).
@@ -11,14 +11,19 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cascadener import SamplingParams, generate, load_model, load_tokenizer
-from cascadener.engine.copydecode import copy_mark
+from cascadener import SamplingParams, generate, load_model
 from cascadener.engine.chat import ChatEngine
+from cascadener.engine.fastlinear import linear_rows, pack_linears, prepare_for_inference, quantize_int8
+from cascadener.ner.copy import CopyConstraint
+from cascadener.ner.labels import LabelChoice
 from cascadener.ner.prompts import get_format
-from cascadener.engine.fastlinear import is_quantized, linear_rows, pack_linears, prepare_for_inference, quantize_int8
 from cascadener.kernels import packed_linear
 from cascadener.kernels.int8_linear import Int8Linear
 from cascadener.kernels.packed_linear import PackedLinear
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return any(isinstance(m, Int8Linear) for m in model.modules())
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +61,19 @@ def test_linear_rows_is_the_full_layer_at_those_rows(pair, rows):
             assert torch.equal(linear_rows(head, x, pick), head(x)[:, pick])
 
 
-def test_generation_copy_marking_and_scoring_run_on_the_int8_model(tiny_ckpt, tiny_tokenizer):
-    engine = ChatEngine.load(tiny_ckpt, dtype=torch.bfloat16, int8=True)
+def test_every_policy_runs_on_the_int8_model(tiny_ckpt, tiny_tokenizer):
+    engine = ChatEngine.load(tiny_ckpt, dtype=torch.bfloat16, int8=True, device="cpu")
     assert is_quantized(engine.model)
-    fmt = get_format("paper")
-    text = "Kobe was in NBA"
-    out = generate(engine.model, [engine.prompt_ids(fmt.extraction(text))], SamplingParams(max_new_tokens=6))
-    assert 1 <= len(out[0].tokens) <= 6
-    marked = engine.copy_mark([fmt.extraction(text)], [text], SamplingParams())[0]
-    assert marked.finished
-    choice = engine.choose([fmt.extraction(text)], [["person", "location"]])[0]
-    assert choice.answer in ("person", "location") and 0 < choice.probability <= 1
+    conv = get_format("paper").extraction("Kobe was in NBA")
+    tok = engine.tokenizer
+    copy = CopyConstraint.for_tokenizer(tok).for_source("Kobe was in NBA")
+    labels = LabelChoice([tok.encode(a) + tok.stop_ids[:1] for a in ("person", "location")])
+    free, marked, choice = engine.complete([conv] * 3, [SamplingParams(max_new_tokens=6),
+                                                        SamplingParams(max_new_tokens=copy.max_tokens),
+                                                        SamplingParams(max_new_tokens=4)], [None, copy, labels])
+    assert 1 <= len(free.tokens) <= 6
+    assert marked.finished and copy.accepts(marked.tokens)
+    assert labels.chosen(choice.tokens) in (0, 1) and choice.logprob <= 0
 
 
 def test_int8_copy_marking_equals_its_one_token_at_a_time_decode(pair, tiny_tokenizer):
@@ -74,9 +81,11 @@ def test_int8_copy_marking_equals_its_one_token_at_a_time_decode(pair, tiny_toke
     tok = tiny_tokenizer
     source = "Angela Merkel visited Paris and Berlin in June."
     p = tok.encode(tok.apply_chat_template(get_format("paper").extraction(source)))
-    plain = copy_mark(q, tok, [p], [source], speculate=False)[0]
-    fast = copy_mark(q, tok, [p], [source], n_draft=4)[0]
-    assert plain.faithful and fast.tokens == plain.tokens
+    copy = CopyConstraint.for_tokenizer(tok).for_source(source)
+    params = SamplingParams(max_new_tokens=copy.max_tokens)
+    plain = generate(q, [p], params, [copy], n_draft=0)[0]
+    fast = generate(q, [p], params, [copy], n_draft=4)[0]
+    assert plain.finish_reason == "stop" and fast.tokens == plain.tokens
 
 
 # --- packed (oneDNN) -------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cascadener.geic.categorize import (Dynamic, Example, examples, make_unknown, merge_other,
-                                        mention_path, mix_granularity, reduce_options, use_synonyms)
+from cascadener.geic.categorize import (KINDS, SYNONYMS, Dynamic, canonical, Example, examples, make_unknown, merge_other,
+                                        mention_path, mix_granularity, reduce_options, type_kinds, use_synonyms,
+                                        views)
 from cascadener.geic.hierarchy import UNKNOWN, Hierarchy
 from cascadener.geic.spans import Document, Span
 
@@ -141,3 +142,100 @@ def test_each_step_keeps_the_answer_or_says_unknown(cands, data, seed):
         assert valid(out, new_answer), (step, cands, answer, out, new_answer)
     reduced, _ = reduce_options(list(cands), answer, rng)
     assert answer in reduced and set(reduced) <= set(cands)
+
+
+# --- views: one list per sentence, across datasets ------------------------------------------------
+
+FLAT = Hierarchy.flat(["person", "organization", "location", "miscellaneous"])
+POLITICS = Hierarchy.flat(["politician", "person", "political party", "organization", "country", "location",
+                           "election", "event", "miscellaneous"])
+OTHERS = {"song": "art", "algorithm": "science entity", "musician": "person", "country": "location",
+          "airport": "facility", "protein": "science entity"}
+EVERYTHING = Dynamic(mix=0.5, reduce=0.5, merge=0.5, synonym=0.5, unknown=0.3, extend=0.5, hint=0.5)
+
+
+def flat_docs(labels: list[list[str]]) -> list[Document]:
+    return [Document("x" * (2 * len(ls) + 1), [Span(2 * i, 2 * i + 1, t) for i, t in enumerate(ls)]) for ls in labels]
+
+
+trees = st.sampled_from([("flat", FLAT), ("politics", POLITICS), ("small", H)])
+
+
+@st.composite
+def corpora(draw):
+    name, tree = draw(trees)
+    labels = tree.leaves() if name == "small" else tree.roots
+    docs = flat_docs(draw(st.lists(st.lists(st.sampled_from(labels), max_size=4), min_size=1, max_size=6)))
+    return tree, docs
+
+
+@settings(max_examples=60, deadline=None)
+@given(corpora(), st.integers(0, 10_000))
+def test_a_view_offers_each_answer_or_says_unknown_and_marks_what_it_offers(corpus, seed):
+    tree, docs = corpus
+    for view in views(docs, tree, seed, EVERYTHING, OTHERS):
+        assert len(set(view.types)) == len(view.types) >= 1 and UNKNOWN not in view.types
+        firsts = [e for e in view.examples if not e.history]
+        assert [e.span for e in firsts] == list(view.mentions)
+        for e in view.examples:
+            assert valid(list(e.candidates), e.answer), e
+            assert e.answer != UNKNOWN or view.zero_shot             # "unknown" only where the prompt allows it
+        for e in firsts:
+            assert e.candidates == view.types
+        assert list(view.marked) == [Span(e.span.start, e.span.end, e.answer) for e in firsts if e.answer != UNKNOWN]
+        # renaming is one name per type: mentions of one gold type get one answer
+        by_label: dict[str, set[str]] = {}
+        for e in firsts:
+            by_label.setdefault(e.span.label, set()).add(e.answer)
+        assert all(len(a) == 1 for a in by_label.values())
+        # another dataset's type never has the kind of one of this dataset's types
+        own = {n for p in tree.paths() for n in (p[-1], *SYNONYMS.get(p[-1], ()))}
+        for t in {canonical(t) for t in view.types} - own - {"other", "miscellaneous"} - set(KINDS.values()):
+            assert t in OTHERS and OTHERS[t] not in {"person", "location", "organization", "facility"}
+
+
+def test_views_are_reproducible_under_a_seed():
+    docs = flat_docs([["person", "location"], ["organization"], []] * 5)
+    assert views(docs, FLAT, 7, EVERYTHING, OTHERS) == views(docs, FLAT, 7, EVERYTHING, OTHERS)
+    assert views(docs, FLAT, 7, EVERYTHING, OTHERS) != views(docs, FLAT, 8, EVERYTHING, OTHERS)
+
+
+def test_static_view_is_the_plain_top_level():
+    docs = flat_docs([["person", "location"]])
+    (view,) = views(docs, FLAT, 0, Dynamic.static(), OTHERS)
+    assert view.types == tuple(FLAT.roots) and not view.zero_shot
+    assert [s.label for s in view.marked] == ["person", "location"]
+
+
+def test_every_rewrite_shows_up_across_views():
+    docs = flat_docs([["politician", "person", "country"], ["political party", "election"], ["miscellaneous"]] * 40)
+    out = views(docs, POLITICS, 0, EVERYTHING, OTHERS)
+    answers = {e.answer for v in out for e in v.examples}
+    offered = {t for v in out for t in v.types}
+    assert {"people", "human", "individual", "political figure", "nation", "party"} & offered    # synonyms
+    assert UNKNOWN in answers and "other" in answers                                             # zero-shot, merge
+    assert {"song", "algorithm", "protein"} & offered and not {"musician", "airport"} & offered  # extension
+    # granularity: politicians answered as "person" while "politician" is not on the list
+    assert any(e.span.label == "politician" and e.answer == "person" and "politician" not in v.types
+               for v in out for e in v.examples)
+    # deeper trees: a node replaced by its children, and the cascade continues below a plain node
+    deep = views(flat_docs([["politician", "city", "airport"]] * 40), H, 0, EVERYTHING, {})
+    assert any("real person" in v.types or "politician" in v.types for v in deep)
+    assert any(e.history and e.history[0][0] == v.types for v in deep for e in v.examples)
+
+
+def test_no_other_types_in_a_sentence_with_a_catch_all_mention():
+    docs = flat_docs([["miscellaneous", "person"]] * 30)
+    out = views(docs, FLAT, 0, Dynamic(extend=1.0), OTHERS)
+    assert not {t for v in out for t in v.types} & set(OTHERS)
+    assert {t for v in views(flat_docs([["person"]] * 30), FLAT, 0, Dynamic(extend=1.0), OTHERS)
+            for t in v.types} & set(OTHERS)
+
+
+def test_type_kinds_offer_names_that_stand_alone():
+    dyn = Hierarchy.from_tree({"product": {"vehicle": ["air", "car"], "other product": ["toys"]},
+                               "miscellaneous": {"event": ["sporting event"], "miscellaneous": ["law"]},
+                               "person": {"real person": ["politician"]}})
+    assert type_kinds(dyn) == {"product": "product", "vehicle": "product", "toys": "product",
+                               "event": "event", "sporting event": "event",
+                               "person": "person", "real person": "person", "politician": "person"}

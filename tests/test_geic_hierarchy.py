@@ -3,8 +3,10 @@ from pathlib import Path
 
 import pytest
 from data_helpers import dataset_file
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cascadener.geic.hierarchy import UNKNOWN, Hierarchy, normalize
+from cascadener.geic.hierarchy import MAX_DEPTH, UNKNOWN, CategoryError, Hierarchy, normalize
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = REPO / "tests" / "fixtures" / "hierarchy_small.json"
@@ -83,6 +85,14 @@ def test_levels_format_and_flat_labels(tmp_path):
     assert flat.path("Per") == ("per",)
 
 
+def test_a_label_list_file_is_a_flat_tree(tmp_path):
+    """What --help calls "a label list file": one label per line; a .txt that starts like JSON is JSON."""
+    (tmp_path / "labels.txt").write_text("Person\n\n  location \nwork of art\n", encoding="utf-8")
+    assert Hierarchy.load(tmp_path / "labels.txt").paths() == [("person",), ("location",), ("work of art",)]
+    (tmp_path / "tree.txt").write_text('{"person": ["actor"]}', encoding="utf-8-sig")    # with a BOM
+    assert Hierarchy.load(tmp_path / "tree.txt").paths() == [("person",), ("person", "actor")]
+
+
 def test_malformed_input_is_rejected():
     with pytest.raises(ValueError, match="not a node"):
         Hierarchy.from_levels({"first-level": "a", "second-level": {"b": "c"}})
@@ -114,3 +124,53 @@ def test_dynamicner_nested_file_matches_the_levels_file_after_the_typo_fix():
     d = dynamicner_dir()
     assert "Transortation" in (d / "category.json").read_text()
     assert Hierarchy.load(d / "category.json").paths() == Hierarchy.load(d / "DynamicNER.json").paths()
+
+
+NAMES = st.text("abcxyz ", min_size=1, max_size=6).map(normalize).filter(lambda n: n and n != UNKNOWN)
+TREES = st.recursive(st.lists(NAMES, unique=True, max_size=4),
+                     lambda below: st.dictionaries(NAMES, st.none() | below, max_size=4), max_leaves=12)
+
+
+def walk(tree, parent=()):
+    """Every node of a nested tree, parents first, siblings in order: what paths() must give."""
+    if isinstance(tree, dict):
+        for name, below in tree.items():
+            yield parent + (name,)
+            yield from walk(below, parent + (name,))
+    elif tree:
+        yield from (parent + (name,) for name in tree)
+
+
+@settings(max_examples=200, deadline=None)
+@given(TREES)
+def test_any_tree_loads_from_json_with_its_paths_and_children(tmp_path_factory, tree):
+    expected = list(walk(tree))
+    file = tmp_path_factory.mktemp("tree") / "tree.json"
+    file.write_text(json.dumps(tree), encoding="utf-8")
+    if not expected:
+        with pytest.raises(CategoryError, match="no categories"):
+            Hierarchy.load(file)
+        return
+    h = Hierarchy.load(file)
+    assert h.paths() == expected and h.depth() == max(map(len, expected))
+    for p in expected:
+        assert h.children(p) == [q[-1] for q in expected if q[:-1] == p]
+        if sum(q[-1] == p[-1] for q in expected) == 1:
+            assert h.path(p[-1]) == p
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(NAMES, unique=True, min_size=1, max_size=8))
+def test_a_label_list_file_is_the_flat_list(tmp_path_factory, names):
+    file = tmp_path_factory.mktemp("labels") / "labels.txt"
+    file.write_text("\n".join(names) + "\n", encoding="utf-8")
+    assert Hierarchy.load(file).paths() == Hierarchy.flat(names).paths() == [(n,) for n in names]
+
+
+def test_depth_limit():
+    deep = "x"
+    for n in range(MAX_DEPTH):
+        deep = {f"level {n}": deep if isinstance(deep, dict) else [deep]}
+    with pytest.raises(CategoryError, match=f"deeper than {MAX_DEPTH} levels"):
+        Hierarchy.from_tree(deep)
+    assert Hierarchy.from_tree(deep["level 7"]).depth() == MAX_DEPTH

@@ -3,7 +3,7 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from cascadener.geic.metrics import PRF, Report, score
+from cascadener.geic.metrics import PRF, Report, at_level, confusion, score
 from cascadener.geic.spans import Document, Span
 
 
@@ -75,8 +75,9 @@ def test_per_level_requires_the_coarser_levels_right():
     pred = [d(text, Span(0, 4, "actor", ("person", "real person", "actor")),
               Span(8, 12, "gpe", ("location", "gpe")))]            # the cascade stopped at level 2
     r = score(gold, pred)
+    # The stopped walk counts as a wrong answer at level 3, not as no answer.
     assert {k: (m.tp, m.n_pred, m.n_gold) for k, m in r.per_level.items()} == {
-        1: (2, 2, 2), 2: (2, 2, 2), 3: (0, 1, 2)}
+        1: (2, 2, 2), 2: (2, 2, 2), 3: (0, 2, 2)}
     flat = score([d(text, Span(0, 4, "per"))], [d(text, Span(0, 4, "per"))])
     assert list(flat.per_level) == [1] and flat.per_level[1].f1 == 1.0
 
@@ -139,3 +140,48 @@ def test_invariant_to_span_order_and_to_permuting_pairs(pairs, rnd):
     rnd.shuffle(shuffled)
     after = score(*split(shuffled)).to_dict()
     assert json.dumps(after, sort_keys=True) == json.dumps(before, sort_keys=True)
+
+
+# A three-level tree whose node names are all distinct, so a label names one path.
+TREE = {"person": {"artist": ["actor", "singer"], "athlete": ["player"]},
+        "place": {"city": ["capital", "town"]}}
+PATHS = [(a, b, c) for a, sub in TREE.items() for b, leaves in sub.items() for c in leaves]
+
+
+@st.composite
+def doc_paths(draw):
+    """Spans with a path of 1-3 levels (a prediction may stop early), or "unknown"."""
+    cuts = sorted(draw(st.sets(st.integers(0, len(TEXT)), max_size=8)))
+    spans = []
+    for a, b in zip(cuts[::2], cuts[1::2]):
+        if a < b:
+            path = draw(st.sampled_from(PATHS + [("unknown",)]))[:draw(st.integers(1, 3))]
+            spans.append(Span(a, b, path[-1], path))
+    return spans
+
+
+tree_corpus = st.lists(st.tuples(doc_paths(), doc_paths()), max_size=6)
+
+
+@given(tree_corpus, st.integers(1, 3))
+def test_level_scores_compare_paths_cut_to_the_level(pairs, level):
+    gold, pred = split(pairs)
+    full = score(gold, pred)
+    cut = score(at_level(gold, level), at_level(pred, level))
+    if level in full.per_level:
+        # cutting first changes nothing at that level, and with distinct names the level's
+        # path comparison is the micro score of the cut labels
+        assert cut.per_level[level] == full.per_level[level] == cut.micro
+        # every span takes part at every level: the same counts as extraction
+        assert (cut.micro.n_pred, cut.micro.n_gold) == (full.extraction.n_pred, full.extraction.n_gold)
+    levels = sorted(full.per_level)
+    assert all(full.per_level[a].tp >= full.per_level[b].tp for a, b in zip(levels, levels[1:]))
+    assert all(m.tp <= full.extraction.tp for m in full.per_level.values())
+
+
+@given(tree_corpus)
+def test_confusion_diagonal_is_micro_tp_and_total_is_extraction_tp(pairs):
+    gold, pred = split(pairs)
+    r, table = score(gold, pred), confusion(gold, pred)
+    assert sum(row.get(g, 0) for g, row in table.items()) == r.micro.tp
+    assert sum(n for row in table.values() for n in row.values()) == r.extraction.tp

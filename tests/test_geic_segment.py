@@ -1,23 +1,96 @@
-from hypothesis import given, strategies as st
+import unicodedata
 
-from cascadener.geic.segment import segments, sentences
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from cascadener.geic.segment import enclosing, segments, sentences
+
+CJK_MARKS = "。！？，、；：」』）"
+# Characters that exercise every rule: sentence and clause marks, white space of several kinds,
+# CJK, combining marks, a ZWJ emoji sequence, a skin tone, flags, CR LF, Hangul jamo, a virama.
+ALPHABET = st.sampled_from(list("ab .!?,;:\"。！？，、北京\n\t\u3000") +
+                           ["\r\n", "e\u0301", "\u0301", "\U0001F468\u200d\U0001F469", "\U0001F44D\U0001F3FD",
+                            "\U0001F1EF\U0001F1F5", "\U0001F1EF", "\u1100\u1161\u11a8", "\u0915\u094d\u0937"])
+TEXTS = st.lists(ALPHABET, max_size=120).map("".join)
 
 
 def test_sentences_and_cjk():
     assert sentences("Kobe is here. He plays!  Next") == [(0, 13), (14, 23), (25, 29)]
     assert sentences("北京很大。东京也很大。") == [(0, 5), (5, 11)]
+    text = 'He said "Hi." Then left.\n\nA heading\nwrapped line'
+    assert [text[s:e] for s, e in sentences(text)] == ['He said "Hi."', "Then left.", "A heading\nwrapped line"]
+    assert sentences("  Padded.  ") == [(2, 9)] and sentences(" \n ") == []
 
 
-def test_long_sentence_is_cut_at_spaces():
+def test_long_sentence_is_cut_at_clause_marks_then_spaces():
     text = "alpha beta gamma delta epsilon"
-    pieces = segments(text, 12)
-    assert [text[s:e] for s, e in pieces] == ["alpha beta", "gamma delta", "epsilon"]
+    assert [text[s:e] for s, e in segments(text, 12)] == ["alpha beta", "gamma delta", "epsilon"]
+    text = "alpha beta, gamma delta epsilon zeta"
+    assert [text[s:e] for s, e in segments(text, 20)] == ["alpha beta,", "gamma delta epsilon", "zeta"]
 
 
-@given(st.text(alphabet="ab .!。 \n北", max_size=200), st.integers(1, 40))
-def test_segments_are_ordered_bounded_and_keep_all_content(text, max_chars):
+def test_text_without_spaces_is_cut_hard_but_never_inside_a_cluster():
+    text = "北京是中国的首都" * 5
+    assert [e - s for s, e in segments(text, 16)] == [16, 16, 8]
+    text = "北京是中国，东京是日本"
+    assert [text[s:e] for s, e in segments(text, 8)] == ["北京是中国，", "东京是日本"]
+    accented = "e\u0301" * 10                                  # e + combining acute: 2 code points each
+    assert [e - s for s, e in segments(accented, 7)] == [6, 6, 6, 2]
+    flags = "\U0001F1EF\U0001F1F5" * 4                          # regional indicators pair up
+    assert [e - s for s, e in segments("x" + flags, 4)] == [3, 4, 2]
+    pairs = "\ud83d\ude00" * 3                                 # a surrogate pair is never split
+    assert [e - s for s, e in segments(pairs, 3)] == [2, 2, 2]
+    assert [e - s for s, e in segments("a" + "\u0301" * 9, 4)] == [4, 4, 2]   # one cluster over the limit
+
+
+def test_limit_below_two_is_refused():
+    with pytest.raises(ValueError, match="at least 2"):
+        segments("abc", 1)
+
+
+@given(TEXTS, st.integers(2, 40))
+def test_segments_tile_the_text_within_the_limit(text, max_chars):
     pieces = segments(text, max_chars)
     assert all(0 <= s < e <= len(text) and e - s <= max_chars for s, e in pieces)
-    assert all(a[1] <= b[0] for a, b in zip(pieces, pieces[1:]))
-    covered = set().union(*(range(s, e) for s, e in pieces)) if pieces else set()
-    assert all(i in covered for i, ch in enumerate(text) if not ch.isspace())
+    gaps = zip([0] + [e for _, e in pieces], [s for s, _ in pieces] + [len(text)])
+    assert all(a <= b and text[a:b].isspace() or a == b for a, b in gaps)       # ordered; only white space left out
+    def marked(i: int) -> bool:                         # a space carrying a combining mark is kept whole
+        return i < len(text) and unicodedata.category(text[i]).startswith("M")
+    assert all((not text[s].isspace() or marked(s + 1)) and not text[e - 1].isspace() for s, e in pieces)
+
+
+@given(TEXTS, st.integers(2, 40))
+def test_sentence_ends_are_preferred_then_white_space(text, max_chars):
+    pieces, sents = segments(text, max_chars), sentences(text)
+    if all(e - s <= max_chars for s, e in sents):       # every cut is between sentences
+        assert {s for s, _ in pieces} <= {s for s, _ in sents} and {e for _, e in pieces} <= {e for _, e in sents}
+    for (s, e), (s2, _) in zip(pieces, pieces[1:]):
+        if s2 == e and text[e - 1] not in CJK_MARKS:    # a cut without a gap or a CJK mark: no space to cut at
+            assert not any(ch.isspace() for ch in text[s + 1:e + 1])
+
+
+@settings(max_examples=300)
+@given(TEXTS, st.integers(2, 40))
+def test_cuts_fall_on_grapheme_cluster_boundaries(text, max_chars):
+    regex = pytest.importorskip("regex")               # the reference for UAX #29 clusters
+    clusters = [m.span() for m in regex.finditer(r"\X", text)]
+    if any(e - s > max_chars for s, e in clusters):
+        return                                          # a cluster over the limit has to be cut
+    allowed = {s for s, _ in clusters} | {len(text)}
+    assert all(s in allowed and e in allowed for s, e in segments(text, max_chars))
+
+
+@given(TEXTS, st.integers(2, 40), st.data())
+def test_a_span_is_classified_in_the_pieces_that_hold_it(text, max_chars, data):
+    pieces = segments(text, max_chars)
+    if not pieces:
+        return
+    s, e = data.draw(st.sampled_from(pieces))
+    a = data.draw(st.integers(s, e - 1))
+    b = data.draw(st.integers(a + 1, e))
+    assert enclosing(pieces, a, b) == (s, e)            # a span found in a piece: that piece
+    a = data.draw(st.integers(0, len(text) - 1))
+    b = data.draw(st.integers(a + 1, len(text)))
+    lo, hi = enclosing(pieces, a, b)                    # any span: the pieces around it, a bounded context
+    assert lo <= a < b <= hi and hi - lo <= b - a + 2 * max_chars
+    assert lo in {s for s, _ in pieces} | {a} and hi in {e for _, e in pieces} | {b}

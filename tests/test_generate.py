@@ -1,4 +1,5 @@
-"""Batched generation: sampling rules, stops, and greedy continuations equal to the reference."""
+"""Free generation: the sampler's rules, stops, shared prefill, and greedy continuations equal to the
+reference. (Batched == alone and cache == no cache: tests/test_engine.py.)"""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,9 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from cascadener import SamplingParams, generate, load_model, load_tokenizer, stream
-from cascadener.engine.generation import PrefillCounter, apply_repetition_penalty, sample_next, shared_prefixes
+from cascadener import SamplingParams, generate, load_model, load_tokenizer
+from cascadener.engine.sampling import apply_repetition_penalty, distribution, sample
+from cascadener.engine.scheduler import PrefillCounter, shared_prefixes
 
 REAL_GOLDEN = Path(__file__).parent / "fixtures" / "real_golden.json"
 REAL_PROMPTS = [
@@ -29,15 +31,6 @@ def real_prompt_ids(tok) -> list[list[int]]:
 @pytest.fixture(scope="module")
 def tiny(tiny_ckpt):
     return load_model(tiny_ckpt, torch.float32), load_tokenizer(tiny_ckpt)
-
-
-def test_greedy_batch_equals_each_alone(tiny):
-    model, tok = tiny
-    prompts = [tok.encode("Kobe Bryant played"), tok.encode("Angela"), tok.encode("The European Union signed a deal")]
-    params = SamplingParams(max_new_tokens=12, vocab_limit=tok.vocab_size)
-    together = generate(model, prompts, params)
-    for p, g in zip(prompts, together):
-        assert generate(model, [p], params)[0].tokens == g.tokens
 
 
 def test_greedy_matches_a_plain_full_recompute_loop(tiny):
@@ -75,15 +68,33 @@ def test_sampling_is_seeded_and_respects_vocab_limit(tiny):
 def test_top_k_one_is_greedy():
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
     p = SamplingParams(temperature=0.9, top_k=1, seed=0)
-    assert torch.equal(sample_next(logits, p, torch.Generator().manual_seed(0)), logits.argmax(-1))
+    g = torch.Generator().manual_seed(0)
+    assert [sample(row, p, g) for row in logits] == logits.argmax(-1).tolist()
 
 
 def test_top_p_keeps_only_the_nucleus():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
     p = SamplingParams(temperature=1.0, top_p=0.7)
     g = torch.Generator().manual_seed(0)
-    drawn = {int(sample_next(logits, p, g)) for _ in range(300)}
+    drawn = {sample(logits, p, g) for _ in range(300)}
     assert drawn == {0, 1}
+
+
+def test_top_k_then_top_p_on_what_top_k_left():
+    p = SamplingParams(temperature=1.0, top_k=3, top_p=0.7)
+    probs = distribution(torch.tensor([0.0, 3.0, 2.0, 1.0]), p)
+    top3 = torch.softmax(torch.tensor([3.0, 2.0, 1.0]), -1)      # 0.665, 0.245, 0.090
+    assert torch.allclose(probs, torch.tensor([0.0, top3[0] / top3[:2].sum(), top3[1] / top3[:2].sum(), 0.0]))
+
+
+def test_a_draft_is_kept_with_its_probability():
+    """The rejection rule with a deterministic draft: the emitted token is distributed as p."""
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.2]))
+    p = SamplingParams(temperature=1.0)
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    drawn = [sample(logits, p, g, draft=1) for _ in range(n)]
+    assert all(abs(drawn.count(t) / n - q) < 0.03 for t, q in enumerate([0.5, 0.3, 0.2]))
 
 
 def test_repetition_penalty_follows_hf_semantics():
@@ -96,16 +107,6 @@ def test_repetition_penalty_follows_hf_semantics():
     ids = torch.tensor([[1, 5, 5, 9], [0, 2, 29, 3]])
     seen = torch.zeros(2, 30, dtype=torch.bool).scatter(1, ids, True)
     assert torch.allclose(apply_repetition_penalty(x, seen, 1.3), proc(ids, x.clone()))
-
-
-def test_stream_yields_what_generate_returns(tiny):
-    model, tok = tiny
-    prompts = [tok.encode("Kobe"), tok.encode("Angela Merkel visited")]
-    params = SamplingParams(max_new_tokens=6)
-    rows: dict[int, list[int]] = {0: [], 1: []}
-    for row, token in stream(model, prompts, params):
-        rows[row].append(token)
-    assert [rows[0], rows[1]] == [g.tokens for g in generate(model, prompts, params)]
 
 
 @pytest.mark.real
@@ -121,17 +122,15 @@ def test_real_greedy_continuations_match_reference(real_ckpt, real_model_fp32):
         assert g.tokens == expected, (ref["prompt"], tok.decode(g.tokens), tok.decode(expected))
 
 
-def test_shared_prefix_is_computed_once_and_changes_nothing(tiny):
+def test_shared_prefix_is_computed_once(tiny):
     model, tok = tiny
     head = tok.encode("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
     prompts = [head + tok.encode(t) for t in ("Kobe", "Angela Merkel visited", "Paris")]
     params = SamplingParams(max_new_tokens=8, vocab_limit=tok.vocab_size)
     counter = PrefillCounter()
-    shared = generate(model, prompts, params, counter=counter)
+    generate(model, prompts, params, counter=counter)
     assert counter.requested == sum(map(len, prompts))
     assert counter.computed == len(head) + sum(len(p) - len(head) for p in prompts)
-    for p, g in zip(prompts, shared):
-        assert generate(model, [p], params)[0].tokens == g.tokens
 
 
 def test_prefixes_shared_by_some_rows_are_computed_once_each(tiny):
@@ -145,12 +144,10 @@ def test_prefixes_shared_by_some_rows_are_computed_once_each(tiny):
     prompts = [head + s + t for s in sentences for t in tails]
     params = SamplingParams(max_new_tokens=4, vocab_limit=tok.vocab_size)
     counter = PrefillCounter()
-    shared = generate(model, prompts, params, counter=counter)
+    generate(model, prompts, params, counter=counter)
     common = [len(head) + len(s) + _common_len(tails) for s in sentences]
     assert counter.computed == len(head) + sum(c - len(head) for c in common) + sum(
         len(p) - c for p, c in zip(prompts, [c for c in common for _ in tails]))
-    for p, g in zip(prompts, shared):
-        assert generate(model, [p], params)[0].tokens == g.tokens
 
 
 def _common_len(seqs):

@@ -26,17 +26,19 @@ def test_text_json_schema(tiny_args, capsys):
 
 
 def test_batch_keeps_order_and_reports_bad_records(tiny_args, tmp_path, capsys):
+    """A JSONL file (its first record is an object): every other line must be one too."""
     src = tmp_path / "in.jsonl"
-    src.write_text('{"text": "Kobe Bryant"}\n{"text": \n\nplain line about Paris\n{"id": "x"}\n{"text": "北京", "lang": "zh"}\n',
-                   encoding="utf-8")
+    src.write_text('{"text": "Kobe Bryant"}\n{"text": \n\nplain line about Paris\n{"id": "x"}\n[1, 2]\n'
+                   '{"text": "北京", "lang": "zh"}\n', encoding="utf-8")
     out = tmp_path / "out.jsonl"
     code = infer.main(["--input", str(src), "--output", str(out)] + tiny_args)
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert code == 1                                    # some records failed ...
-    assert [r.get("text") or r.get("error")[:12] for r in rows] == [
-        "Kobe Bryant", "invalid JSON", "plain line about Paris", 'record has n', "北京"]   # ... the rest is written
-    assert rows[1]["line"] == 2 and rows[3]["line"] == 5 and rows[4]["lang"] == "zh"
-    assert "texts/s" in capsys.readouterr().err
+    assert [r.get("text") or r.get("error")[:14] for r in rows] == [
+        "Kobe Bryant", "invalid JSON (", "invalid JSON (", 'record has no ', "expected a JSO", "北京"]   # ... the rest is written
+    assert [r.get("line") for r in rows] == [None, 2, 4, 5, 6, None] and rows[3]["id"] == "x" and rows[5]["lang"] == "zh"
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("6 texts, ") and " 4 errors, " in err[-1] and "texts/s" in err[-1]
 
 
 def test_html_and_pretty(tiny_args, tmp_path, capsys):
@@ -52,9 +54,10 @@ def test_html_and_pretty(tiny_args, tmp_path, capsys):
 
 def test_no_weights_says_where_it_looked(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("CASCADENER_ASSETS", str(tmp_path / "nowhere"))
-    monkeypatch.setattr("cascadener.qwen2.locate.REPO_WEIGHTS", tmp_path / "weights")
-    assert infer.main(["--text", "x"] + LABELS) == 2
-    err = capsys.readouterr().err
+    monkeypatch.setenv("CASCADENER_HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_:
+        infer.main(["--text", "x"] + LABELS)
+    err = str(exit_.value.code)
     assert "no model weights found" in err and "nowhere" in err and "cascadener.qwen2.download" in err
 
 

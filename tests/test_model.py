@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from cascadener import load_model
-from cascadener.qwen2.cache import StaticKVCache
+from cascadener.engine.kv import KVStore
 
 GOLDEN = Path(__file__).parent / "fixtures" / "tiny_golden.json"
 GOLDEN_IDS = [1, 17, 250, 33, 399, 5, 88, 120, 7, 301, 42, 2]
@@ -59,7 +59,7 @@ def test_incremental_decoding_equals_full_forward(tiny, ids, chunk):
     """Feeding the sequence in chunks through the cache gives the logits of one full pass."""
     x = torch.tensor([ids])
     full = tiny(x)
-    cache = StaticKVCache.for_model(tiny, 1, len(ids))
+    cache = KVStore.for_model(tiny, 1, len(ids))
     parts = [tiny(x[:, i:i + chunk], cache=cache) for i in range(0, len(ids), chunk)]
     assert torch.allclose(torch.cat(parts, 1), full, atol=1e-4, rtol=1e-4)
 
@@ -71,7 +71,7 @@ def test_padded_batch_equals_each_alone(tiny, rows):
     width = max(map(len, rows))
     ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
     mask = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rows])
-    cache = StaticKVCache.for_model(tiny, len(rows), width + 1)
+    cache = KVStore.for_model(tiny, len(rows), width + 1)
     batch = tiny(ids, cache=cache, pad_mask=mask)
     step = tiny(torch.full((len(rows), 1), 7), cache=cache)[:, 0]
     for i, r in enumerate(rows):
@@ -100,19 +100,6 @@ def test_padding_never_reaches_a_linear_layer(tiny):
     for i, r in enumerate(rows):
         alone = tiny.hidden_states(torch.tensor([r]))[0]
         assert torch.allclose(hidden[i, width - len(r):], alone, atol=1e-5, rtol=1e-5)
-
-
-def test_cache_select_and_crop(tiny):
-    x = torch.tensor([[3, 4, 5, 6, 7, 8]])
-    full = tiny(x)
-    cache = StaticKVCache.for_model(tiny, 1, 8)
-    tiny(x[:, :4], cache=cache)
-    forked = cache.select([0, 0, 0])
-    out = tiny(x[:, 4:].expand(3, -1), cache=forked)
-    assert torch.allclose(out, full[:, 4:].expand(3, -1, -1), atol=1e-4)
-    tiny(torch.tensor([[99, 98]]), cache=cache)            # a rejected speculation ...
-    cache.crop(4)                                         # ... is rolled back
-    assert torch.allclose(tiny(x[:, 4:], cache=cache), full[:, 4:], atol=1e-4)
 
 
 def test_bfloat16_tracks_float32(tiny_ckpt, tiny):

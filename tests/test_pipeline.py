@@ -1,14 +1,16 @@
 """The cascade's logic with a scripted engine, and its mechanics end to end on a tiny random model."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 import pytest
 import torch
 
-from cascadener.engine.chat import Choice, Completion
-from cascadener.engine.generation import PrefillCounter, SamplingParams
+from cascadener.engine.chat import Completion
+from cascadener.engine.sampling import SamplingParams
+from cascadener.engine.scheduler import PrefillCounter
 from cascadener.geic.hierarchy import Hierarchy
 from cascadener.geic.spans import Span
 from cascadener.ner.pipeline import CascadeNER, Options
@@ -20,10 +22,13 @@ TREE = Hierarchy.from_tree({"person": {"athlete": [], "politician": []}, "organi
 @dataclass
 class ScriptedEngine:
     """Answers extraction prompts from `runs` (text -> one marked output per run) and
-    classification prompts from `labels` ((mention, candidate list) -> answer)."""
+    classification prompts from `labels` ((mention, candidate list) -> answer). Under a label
+    constraint: the scripted answer when it is on the list (probability 0.9), else the first
+    option (0.2); the copy constraint is ignored."""
     runs: dict[str, list[str]] = field(default_factory=dict)
     labels: dict[tuple[str, str], str] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
+    tokenizer: object = None      # what the pipeline builds constraints with (constrain=True only)
 
     def sampling(self, k_sampled: bool, max_new_tokens: int, seed: int | None = None) -> SamplingParams:
         return SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7 if k_sampled else 0.0, seed=seed)
@@ -31,27 +36,25 @@ class ScriptedEngine:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def complete(self, conversations, params):
-        per = params if isinstance(params, list) else [params] * len(conversations)
+    def complete(self, conversations, params, constraints=None):
         out = []
-        for conv, p in zip(conversations, per):
+        for conv, constraint in zip(conversations, constraints or [None] * len(conversations)):
             query = conv[-1]["content"]
             self.seen.append(query)
             m = re.match(r'The ##(.*?)## in the sentence: ".*" belongs to which entity in the list: (.*)\?', query)
             if m:
-                out.append(Completion(self.labels.get((m.group(1), m.group(2)), "no idea"), 3, True))
+                text = self.labels.get((m.group(1), m.group(2)), "no idea")
             else:
                 outputs, n = self.runs[query], self.seen.count(query) - 1   # the n-th request of this text
-                out.append(Completion(outputs[n % len(outputs)], 10, True))
+                text = outputs[n % len(outputs)]
+            if hasattr(constraint, "chosen"):
+                options = [self.tokenizer.decode(c[:-1]) for c in constraint.candidates]
+                pick = options.index(text) if text in options else 0
+                out.append(Completion(options[pick], constraint.candidates[pick], True,
+                                      math.log(0.9 if text in options else 0.2)))
+            else:
+                out.append(Completion(text, [], True))
         return out
-
-    def copy_mark(self, conversations, sources, params):
-        return self.complete(conversations, params)
-
-    def choose(self, conversations, answers):
-        """Constrained: the scripted answer when it is on the list, else the first option."""
-        texts = [c.text for c in self.complete(conversations, SamplingParams())]
-        return [Choice(t if t in opts else opts[0], 0.9 if t in opts else 0.2) for t, opts in zip(texts, answers)]
 
 
 def cascade(engine, **options) -> CascadeNER:
@@ -85,11 +88,12 @@ def test_hierarchical_classification_descends_by_path():
     assert ner.stats.off_list_answers == 1 and ner.stats.classification_prompts == 4
 
 
-def test_constrained_answers_are_always_on_the_list_with_path_probability():
+def test_constrained_answers_are_always_on_the_list_with_path_probability(tiny_tokenizer):
     text = "Kobe played in the NBA"
     engine = ScriptedEngine(runs={text: ["##Kobe## played in the ##NBA##"]}, labels={
         ("Kobe", "person, organization, location"): "person", ("Kobe", "athlete, politician"): "athlete",
-        ("NBA", "person, organization, location"): "organization", ("NBA", "team, league"): "a league"})
+        ("NBA", "person, organization, location"): "organization", ("NBA", "team, league"): "a league"},
+        tokenizer=tiny_tokenizer)
     ner = cascade(engine, k=1, constrain=True)
     doc = ner.predict(text, categories=TREE)
     assert [(s.path, round(s.score, 3)) for s in doc.spans] == [
@@ -164,7 +168,7 @@ def test_engine_answers_do_not_depend_on_batching(tiny_ckpt):
     fast = ChatEngine.load(tiny_ckpt, dtype=torch.float32, batch_size=4)
     params = naive.sampling(False, 24)
     a, b = naive.complete(convs, params), fast.complete(convs, params)
-    assert [c.text for c in a] == [c.text for c in b] and all(c.tokens > 0 for c in a)
+    assert [c.text for c in a] == [c.text for c in b] and all(c.tokens for c in a)
     assert fast.counter.computed < fast.counter.requested == naive.counter.requested == naive.counter.computed
     fast.counter = PrefillCounter()
     again = fast.complete(convs, params)                  # now every prompt but its last token is cached

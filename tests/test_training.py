@@ -13,14 +13,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from cascadener import load_model, load_tokenizer
+from cascadener.geic.spans import Document, Span
 from cascadener.qwen2.lora import load_adapter, lora_layers
 from cascadener.ner.pipeline import CascadeNER, Options
 from cascadener.ner.prompts import get_format
 from cascadener.training.batches import collate
 from cascadener.training.config import TrainConfig
 from cascadener.training.examples import chat_examples, load_task_data, tokenize_all
-from cascadener.cli.train import main
-from cascadener.training.loop import STOP_EXIT, build_model, lr_at, token_loss_sum
+from cascadener.cli.train import STOP_EXIT, main
+from cascadener.training.loop import build_model, lr_at, token_loss_sum
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -180,12 +181,13 @@ def test_classifier_trains_on_a_category_tree_and_is_scored_on_gold_mentions(tin
     assert record["sentences"] == 3 and 0.0 <= record["f1"] <= 1.0
 
 
-def test_an_existing_run_is_neither_overwritten_nor_resumed_with_other_settings(trained, tiny_ckpt):
+def test_an_existing_run_is_neither_overwritten_nor_resumed_with_other_settings(trained, tiny_ckpt, capsys):
     common = argv(tiny_ckpt, trained, "--steps", "6", "--dev", str(DEV), "--prompt-format", "paper")
-    with pytest.raises(SystemExit, match="--resume"):
-        main(common)
-    with pytest.raises(SystemExit, match="lr"):
-        main([*common, "--resume", "--lr", "0.5"])
+    assert main(common) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "pass --resume" in err and err.count("\n") == 1
+    assert main([*common, "--resume", "--lr", "0.5"]) == 2
+    assert "settings that differ from the run" in capsys.readouterr().err
 
 
 def test_resume_after_a_kill_continues_exactly(tiny_ckpt, tmp_path):
@@ -217,3 +219,57 @@ def test_torchrun_two_processes_train_like_one_with_the_same_global_batch(tiny_c
     assert [r["loss"] for r in logged(tmp_path / "two")] == pytest.approx(
         [r["loss"] for r in logged(tmp_path / "one")], rel=1e-4)
     assert_same_adapter(tmp_path / "two", tmp_path / "one", atol=1e-5)
+
+
+# --- mixtures and adaptation ----------------------------------------------------------------------
+
+def write_mixture(tmp_path: Path) -> Path:
+    path = tmp_path / "mix.toml"
+    path.write_text(f'[[source]]\nname = "en"\npath = "{TRAIN}"\n\n'
+                    f'[[source]]\nname = "zh"\npath = "{REPO / "tests/fixtures/data/wikiann_zh.tsv"}"\nlang = "zh"\n'
+                    f'weight = 2\n', encoding="utf-8")
+    return path
+
+
+def test_joint_training_on_a_mixture_of_languages(tiny_ckpt, tmp_path, capsys):
+    cmd = argv(tiny_ckpt, tmp_path / "out", "--steps", "2", "--prompt-format", "joint")
+    cmd[cmd.index("extract")], cmd[cmd.index("--data") + 1] = "joint", str(write_mixture(tmp_path))
+    cmd[cmd.index("--data")] = "--mixture"
+    assert main(cmd) == 0
+    err = capsys.readouterr().err
+    assert "  en: 8 of 8 sentences, weight 1" in err and "  zh: 2 of 2 sentences, weight 2" in err
+    assert [r["step"] for r in logged(tmp_path / "out")] == [1, 2]
+    assert json.loads((tmp_path / "out" / "train_config.json").read_text())["mixture"].endswith("mix.toml")
+
+
+def test_bad_input_ends_in_one_error_line(tiny_ckpt, tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[source]]\npath = "nowhere.tsv"\n')
+    cmd = argv(tiny_ckpt, tmp_path / "out", "--steps", "1")
+    cmd[cmd.index("--data"):cmd.index("--data") + 2] = ["--mixture", str(bad)]
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: source nowhere.tsv: no file") and err.count("\n") == 1
+
+
+def test_init_adapter_continues_from_its_weights_and_settings(trained, tiny_ckpt, tmp_path, capsys):
+    # lr 0: the run's adapter is the one it started from; rank, alpha and targets are the adapter's
+    cmd = argv(tiny_ckpt, tmp_path / "zero", "--steps", "1", "--lr", "0", "--init-adapter", str(trained))
+    assert main(cmd) == 0
+    assert_same_adapter(tmp_path / "zero", trained, atol=0)
+    assert main(argv(tiny_ckpt, tmp_path / "moved", "--steps", "2", "--init-adapter", str(trained))) == 0
+    moved, start = adapter(tmp_path / "moved"), adapter(trained)
+    assert moved.keys() == start.keys() and any(not torch.equal(moved[k], start[k]) for k in start)
+    assert main(argv(tiny_ckpt, tmp_path / "rank", "--steps", "1", "--init-adapter", str(trained),
+                     "--lora-rank", "4")) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "adapter has rank 16" in err and "the run asks rank 4" in err
+
+
+def test_joint_format_with_demonstrations_runs_the_cascade(tiny_ckpt):
+    demo = Document("Kobe visited Paris .", [Span(0, 4, "person"), Span(13, 18, "location")])
+    ner = CascadeNER.load(model=tiny_ckpt, dtype=torch.float32, options=Options(k=1, prompt_format="joint"),
+                          demos=[demo])
+    doc = ner.predict("Merkel met Obama in Berlin .", labels=["person", "location"])
+    assert doc.text == "Merkel met Obama in Berlin ." and ner.stats.extraction_prompts == 1
+    assert all(s.label in ("person", "location") for s in doc.spans)

@@ -122,3 +122,17 @@ def test_joint_task_trains_both_stages_with_the_inference_prompts():
         hinted += hint
         assert ex.messages == fmt.extraction(doc.text, tree.roots, hint)
     assert 0 < hinted < len(ext) or len(ext) < 4
+
+
+def test_joint_demonstrations_mark_and_answer_the_offered_types_and_keep_the_shared_prefix():
+    demo = Document("Kobe visited Paris .", [Span(0, 4, "person"), Span(13, 18, "location")])
+    fmt = get_format("joint", demos=[demo])
+    text = "Merkel met Obama ."
+    ext = fmt.extraction(text, ["person", "organization"], zero_shot=True)
+    roles = [m["role"] for m in ext]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert ext[2]["content"] == "##Kobe## visited Paris ."          # location is not offered: not marked
+    assert ext[3]["content"].endswith("Entity: Kobe") and ext[4]["content"] == "person"
+    assert ext[-1] == get_format("joint").extraction(text, ["person", "organization"], True)[-1]
+    cls = fmt.classification(text, Span(11, 16), ["person", "organization"], True)
+    assert cls[:-1] == ext[:-1] and cls[-1]["content"].startswith(ext[-1]["content"])

@@ -3,11 +3,16 @@
     python train.py --task extract --data eng.train --shots 400 --base DIR --out out/ext --epochs 2
     python train.py --task classify --data eng.train --dev eng.testa --out out/cls --steps 300 --merge
     python train.py --task joint --prompt-format joint --data eng.train --shots 400 --out out/joint
+    python train.py --task joint --prompt-format joint --mixture recipes/universal.toml --out out/universal
+    python train.py --task joint --prompt-format joint --data ai/train.txt --init-adapter out/universal --out out/ai
     python train.py ... --resume         # continue a killed run exactly where its last checkpoint was
     torchrun --standalone --nproc_per_node 2 train.py ...   # data parallel (gloo on CPU, nccl on GPU)
 
 The data is a CoNLL column file, GEIC .json or .jsonl; type codes become readable words (PER ->
-person) unless --categories names them. OUT receives the adapter in the PEFT layout
+person) unless --categories names them. Or --mixture FILE: several datasets, each sentence under
+type lists drawn across them (cascadener/training/mixture.py describes the file). --init-adapter
+continues from a trained adapter (few-shot adaptation: a domain's 100-200 sentences); its LoRA
+rank, alpha and targets are the run's. OUT receives the adapter in the PEFT layout
 (adapter_model.safetensors, adapter_config.json: `infer.py --extractor-adapter OUT`, or
 `--adapter OUT` for a joint one), best/ (the
 adapter with the best dev F1, with --dev), checkpoint/ (for --resume), merged/ (with --merge),
@@ -17,15 +22,21 @@ Global batch = --batch-size x --grad-accum x processes.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import torch
 
+from cascadener.cli.common import device_arg
 from cascadener.qwen2.locate import WeightsNotFound, find_checkpoint
-from cascadener.qwen2.lora import ALL_TARGETS
+from cascadener.qwen2.lora import ADAPTER_CONFIG, ALL_TARGETS, LoRAConfig
 from cascadener.training.config import DTYPES, TASKS, TrainConfig
-from cascadener.training.loop import train
+from cascadener.training.loop import Crash, train
+
+STOP_EXIT = 75      # exit status of a --stop-after "crash"
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
@@ -33,7 +44,9 @@ DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=TASKS, required=True)
-    p.add_argument("--data", required=True, help="training data: column file, .json (GEIC) or .jsonl")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", help="training data: column file, .json (GEIC) or .jsonl")
+    data.add_argument("--mixture", help="several datasets: a TOML or JSON file (see recipes/universal.toml)")
     p.add_argument("--base", help="base checkpoint (HF layout); default: $CASCADENER_ASSETS or weights/*")
     p.add_argument("--out", required=True, help="output directory")
     g = p.add_argument_group("data and prompts")
@@ -42,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt-format", choices=("prefix", "joint", "paper"), default=DEFAULTS["prompt_format"],
                    help="joint: one adapter for both stages, sharing the sentence's cache (with --task joint)")
     g.add_argument("--system", help="system prompt (default: the format's own)")
-    g.add_argument("--categories", help="category tree for --task classify (default: the data's types, flat)")
+    g.add_argument("--categories", help="category tree (default: the data's types, flat); with --mixture, the "
+                                        "dev set's")
     g.add_argument("--shots", type=int, help="train on a stratified few-shot sample of N sentences")
     g.add_argument("--max-len", type=int, default=DEFAULTS["max_len"], help="leave out longer examples (tokens)")
     g = p.add_argument_group("optimization")
@@ -59,10 +73,12 @@ def parser() -> argparse.ArgumentParser:
                    help="bf16: bfloat16 base and autocast, float32 adapters; fp32: all float32")
     g.add_argument("--grad-checkpoint", action="store_true", help="recompute blocks in backward (less memory)")
     g = p.add_argument_group("LoRA")
-    g.add_argument("--lora-rank", type=int, default=DEFAULTS["lora_rank"])
-    g.add_argument("--lora-alpha", type=float, default=DEFAULTS["lora_alpha"])
+    g.add_argument("--init-adapter", help="start from this adapter (e.g. the universal one) instead of fresh "
+                                          "weights; rank, alpha and targets default to its own")
+    g.add_argument("--lora-rank", type=int, help=f"default {DEFAULTS['lora_rank']}")
+    g.add_argument("--lora-alpha", type=float, help=f"default {DEFAULTS['lora_alpha']:g}")
     g.add_argument("--lora-dropout", type=float, default=DEFAULTS["lora_dropout"])
-    g.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma-separated module names")
+    g.add_argument("--targets", help=f"comma-separated module names (default {','.join(ALL_TARGETS)})")
     g = p.add_argument_group("run")
     g.add_argument("--save-every", type=int, default=DEFAULTS["save_every"], help="checkpoint every N steps")
     g.add_argument("--eval-every", type=int, default=DEFAULTS["eval_every"], help="dev F1 every N steps")
@@ -70,13 +86,30 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (fresh start if none)")
     g.add_argument("--merge", action="store_true", help="also write base + adapter merged to OUT/merged")
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 per process under torchrun)")
+    g.add_argument("--device", type=device_arg, default="auto",
+                   help="auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N; torchrun: one GPU each")
     g.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)   # tests: crash after step N
     return p
 
 
+def lora_defaults(init_adapter: str | None) -> tuple[int, float, str]:
+    """Rank, alpha and targets: the adapter's own when the run starts from one."""
+    if init_adapter is None:
+        return DEFAULTS["lora_rank"], DEFAULTS["lora_alpha"], ",".join(ALL_TARGETS)
+    path = Path(init_adapter) / ADAPTER_CONFIG
+    try:
+        cfg = LoRAConfig.from_peft(json.loads(path.read_text()), str(path))
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        raise ValueError(f"{path}: not a readable PEFT adapter config ({e})") from None
+    return cfg.r, cfg.lora_alpha, ",".join(cfg.target_modules)
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    rank, alpha, targets = lora_defaults(args.init_adapter)
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    values["targets"] = [t.strip() for t in args.targets.split(",") if t.strip()]
+    values["lora_rank"] = args.lora_rank or rank
+    values["lora_alpha"] = args.lora_alpha or alpha
+    values["targets"] = [t.strip() for t in (args.targets or targets).split(",") if t.strip()]
     values["base"] = str(find_checkpoint(args.base))
     return TrainConfig(**values)
 
@@ -90,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    train(cfg)
+    try:
+        train(cfg)
+    except Crash:
+        os._exit(STOP_EXIT)             # a simulated crash: no cleanup either
+    except (ValueError, OSError) as e:  # bad data, mixture, tree or adapter; a run that cannot start
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -7,6 +7,9 @@ Format names: ``conll`` (any column file: CoNLL-2003, WikiANN, CrossNER), ``geic
 ``jsonl`` (``.jsonl``). ``format="auto"`` goes by extension; for other extensions it looks at the
 first non-blank line: a JSON object with a ``"text"`` key means JSONL, a lone ``{`` or another
 JSON object means GEIC JSON, anything else a column file.
+
+Files are UTF-8, with or without a byte-order mark; one that is not is refused with the file and
+the first line that is not (:func:`~.base.not_utf8`).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cascadener.geic.spans import Document
-from cascadener.data.base import DataError, Problem, ReadResult
+from cascadener.data.base import DataError, Problem, ReadResult, not_utf8
 from cascadener.data.conll import TokenizedDocument, read_conll, tokenize, write_conll
 from cascadener.data.geic_json import read_geic_json, resolve_mentions, write_geic_json
 from cascadener.data.jsonl import read_jsonl, write_jsonl
@@ -37,7 +40,7 @@ def detect_format(path: str | Path, *, sniff: bool = True) -> str:
         return "jsonl"
     if not sniff or not Path(path).is_file():
         return "conll"
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         first = next((line.strip() for line in f if line.strip()), "")
     if first == "{":
         return "geic"
@@ -57,16 +60,19 @@ def read_documents(path: str | Path, format: str = "auto", lang: str | None = No
     ``lang``: the documents' language (JSONL records that carry their own keep it; for column
     files it also decides how tokens join, see :mod:`.conll`). ``scheme``: column files only.
     """
-    fmt = detect_format(path) if format == "auto" else format
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; expected auto or one of {', '.join(FORMATS)}")
-    if fmt != "conll" and scheme != "auto":
-        raise ValueError(f"a tag scheme only applies to column files, not {fmt}")
-    if fmt == "conll":
-        return read_conll(path, lang=lang, scheme=scheme)
-    if fmt == "geic":
-        return read_geic_json(path, lang=lang or "en")
-    return read_jsonl(path, lang=lang or "en")
+    try:
+        fmt = detect_format(path) if format == "auto" else format
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {format!r}; expected auto or one of {', '.join(FORMATS)}")
+        if fmt != "conll" and scheme != "auto":
+            raise ValueError(f"a tag scheme only applies to column files, not {fmt}")
+        if fmt == "conll":
+            return read_conll(path, lang=lang, scheme=scheme)
+        if fmt == "geic":
+            return read_geic_json(path, lang=lang or "en")
+        return read_jsonl(path, lang=lang or "en")
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
 
 
 def load_documents(path: str | Path, format: str = "auto", lang: str | None = None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 from cascadener.geic.spans import Document
@@ -16,6 +17,19 @@ class DataError(ValueError):
         self.message = message
         where = self.path if line is None else f"{self.path}:{line}"
         super().__init__(f"{where}: {message}")
+
+
+def not_utf8(path: str | Path) -> DataError:
+    """The first line of `path` that is not UTF-8, as an error to raise (read again as bytes, which
+    only the error path pays for)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return DataError(str(path), lineno, f"not UTF-8 text (byte {raw[e.start:e.start + 1]!r} at "
+                                                    f"column {e.start + 1}); save the file as UTF-8")
+    return DataError(str(path), None, "not UTF-8 text; save the file as UTF-8")
 
 
 class Problem(NamedTuple):

@@ -7,6 +7,11 @@ Reading
   ends a sentence; every ``-DOCSTART-`` line (``-DOCSTART- -X- O O``, ``-DOCSTART- -X- -X- O``, ...)
   is skipped. Each sentence becomes one :class:`TokenizedDocument` whose text is the tokens joined by
   one space (no separator for ``zh``/``ja``), with exact character offsets per token and entity.
+  Its id is ``file:line`` of its first token, or the id a MultiCoNER comment gives it.
+  A line starting with ``#`` whose last column is not a tag is a comment, and skipped; one that
+  ends in a tag is a token line (WikiANN's space token ``#<TAB>O``, a hashtag ``#NBA<TAB>B-ORG``).
+  MultiCoNER writes ``# id <uuid> domain=dev`` before each sentence: that ``<uuid>`` becomes the
+  id of the sentence that follows.
 
 Quirks handled on purpose
   * Tag scheme: IOB1, IOB2 and IOBES all decode with conlleval's chunk rules (see :mod:`.tags`),
@@ -53,6 +58,7 @@ UNSPACED_LANGS = frozenset({"zh", "ja"})
 SPACE_TOKEN = "#"
 DOCSTART = "-DOCSTART-"
 _LANG_PREFIX = re.compile(r"([a-z]{2,3}):.")
+_COMMENT_ID = re.compile(r"#\s*id\s+(\S+)")        # MultiCoNER: "# id <uuid> domain=dev"
 _WORD = re.compile(r"\S+")
 
 
@@ -85,11 +91,12 @@ class _Sentence:
     line: int                   # line number of the first token
     tokens: list[str]
     tags: list[str]
+    id: str = ""                # from a comment line before it, if any
 
 
 def read_conll(path: str | Path, *, lang: str | None = None, scheme: str = "auto") -> ReadResult:
     """Read a column file; see the module docstring. ``scheme``: ``auto``, ``iob1``, ``iob2`` or ``iobes``."""
-    with open(path, encoding="utf-8") as f, _gc_paused():
+    with open(path, encoding="utf-8-sig") as f, _gc_paused():
         return parse_conll(f, source=str(path), lang=lang, scheme=scheme)
 
 
@@ -123,7 +130,7 @@ def parse_conll(lines: Iterable[str], *, source: str = "<string>", lang: str | N
     result = ReadResult([], scheme=scheme)
     name = Path(source).name
     for sent, (tags, chunks) in zip(sentences, decoded):
-        doc = _build(sent, chunks, lang, f"{name}:{sent.line}")
+        doc = _build(sent, chunks, lang, sent.id or f"{name}:{sent.line}")
         result.documents.append(doc)
         for chunk, what in irregular_chunks(tags, chunks, scheme):
             mention = doc.text[doc.tokens[chunk.start][0]:doc.tokens[chunk.end - 1][1]]
@@ -138,13 +145,19 @@ def _split_sentences(lines: Iterable[str], source: str, allowed: frozenset[str])
     tokens: list[str] = []
     tags: list[str] = []
     first = 0
+    doc_id = ""
     valid_tags = {"O"}
     for lineno, raw in enumerate(lines, 1):
         line = raw.rstrip()
         if not line or (line.startswith(DOCSTART) and line.split(maxsplit=1)[0] == DOCSTART):
             if tokens:
-                sentences.append(_Sentence(first, tokens, tags))
-                tokens, tags = [], []
+                sentences.append(_Sentence(first, tokens, tags, doc_id))
+                tokens, tags, doc_id = [], [], ""
+            continue
+        if line[0] == "#" and not _ends_in_tag(line, allowed):
+            m = _COMMENT_ID.match(line)
+            if m and not tokens:
+                doc_id = m.group(1)
             continue
         if "\t" in line:
             token, _, rest = line.partition("\t")
@@ -164,8 +177,20 @@ def _split_sentences(lines: Iterable[str], source: str, allowed: frozenset[str])
         tokens.append(token)
         tags.append(tag)
     if tokens:
-        sentences.append(_Sentence(first, tokens, tags))
+        sentences.append(_Sentence(first, tokens, tags, doc_id))
     return sentences
+
+
+def _ends_in_tag(line: str, allowed: frozenset[str]) -> bool:
+    """Whether a line starting with # is a token line (last column a tag), not a comment."""
+    cols = line.split("\t") if "\t" in line else line.split()
+    if len(cols) < 2 or not cols[0]:
+        return False
+    try:
+        prefix, _ = split_tag(cols[-1])
+    except ValueError:
+        return False
+    return prefix == "O" or prefix in allowed
 
 
 def _check_tag(tag: str, allowed: frozenset[str], source: str, lineno: int) -> None:

@@ -30,7 +30,7 @@ from cascadener.data.base import DataError, Problem, ReadResult
 
 
 def read_geic_json(path: str | Path, *, lang: str = "en") -> ReadResult:
-    text = Path(path).read_text(encoding="utf-8")
+    text = Path(path).read_text(encoding="utf-8-sig")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -1,17 +1,5 @@
-"""The project's one JSON shape for a tagged document, and JSONL files of it (one document per line).
-
-Written by :func:`to_record` (and so by ``write_jsonl`` and ``infer.py --format json/jsonl``)::
-
-    {"text": "Le Guin wrote Earthsea .",
-     "entities": [{"start": 0, "end": 7, "text": "Le Guin", "label": "author",
-                   "path": ["person", "artist or author", "author"], "score": 0.93},
-                  {"start": 14, "end": 22, "text": "Earthsea", "label": "book", "path": [], "score": null}],
-     "id": "s1"}
-
-Entities come in text order, always with all six keys: character offsets (code points, end exclusive),
-the mention ``text``, ``label``, the hierarchy ``path`` (coarse to fine, possibly empty) and ``score``
-(a float, or null when there is none). The top-level ``lang`` is written only when it is not ``en``, and
-``id`` only when it is not empty, so plain English input gives exactly ``text`` and ``entities``.
+"""JSONL files of tagged documents, one per line, in the shape of :meth:`Document.to_dict
+<cascadener.geic.spans.Document.to_dict>` (what ``write_jsonl`` and ``infer.py --format json/jsonl`` write).
 
 Read by :func:`from_record` (and so by ``read_jsonl``): that shape, or a hand-written subset of it.
 ``text`` is required; ``entities`` (default ``[]``), ``lang`` (default: the reader's ``lang``) and
@@ -37,20 +25,6 @@ ENTITY_KEYS = ("start", "end", "text", "label", "path", "score")
 
 class RecordError(ValueError):
     """A record that does not follow the schema; the message names the entity and key at fault."""
-
-
-def to_record(doc: Document) -> dict[str, Any]:
-    """The stable JSON form of a document (see the module docstring); any spans, overlapping or not."""
-    record: dict[str, Any] = {
-        "text": doc.text,
-        "entities": [{"start": s.start, "end": s.end, "text": s.surface(doc.text), "label": s.label,
-                      "path": list(s.path), "score": None if s.score is None else float(s.score)}
-                     for s in sorted(doc.spans)]}
-    if doc.lang != "en":
-        record["lang"] = doc.lang
-    if doc.id:
-        record["id"] = doc.id
-    return record
 
 
 def from_record(obj: Any, *, lang: str = "en") -> Document:
@@ -115,7 +89,7 @@ def _check_keys(where: str, obj: Mapping[str, Any], allowed: tuple[str, ...], wh
 
 
 def read_jsonl(path: str | Path, *, lang: str = "en") -> ReadResult:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         return parse_jsonl(f, source=str(path), lang=lang)
 
 
@@ -127,7 +101,7 @@ def parse_jsonl(lines: Iterable[str], *, source: str = "<string>", lang: str = "
         try:
             docs.append(from_record(json.loads(line), lang=lang))
         except json.JSONDecodeError as e:
-            raise DataError(source, lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
+            raise DataError(source, lineno, f"invalid JSON: {e.msg} (column {e.pos + 1})") from None   # pos: the line alone
         except RecordError as e:
             raise DataError(source, lineno, str(e)) from None
     return ReadResult(docs)
@@ -136,4 +110,4 @@ def parse_jsonl(lines: Iterable[str], *, source: str = "<string>", lang: str = "
 def write_jsonl(docs: Iterable[Document], path: str | Path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for doc in docs:
-            f.write(json.dumps(to_record(doc), ensure_ascii=False) + "\n")
+            f.write(doc.to_json() + "\n")

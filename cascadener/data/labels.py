@@ -37,7 +37,7 @@ def readable(code: str, overrides: dict[str, str] | None = None) -> str:
 def load_label_map(path: str | Path) -> dict[str, str]:
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: invalid JSON in label map ({e.msg})") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):

@@ -44,8 +44,8 @@ def quantize_int8(model: Qwen2, head: bool = True) -> Qwen2:
 def pack_linears(model: Qwen2) -> Qwen2:
     """Swap every nn.Linear (blocks and head) for a oneDNN-packed PackedLinear, in place, and each
     MLP for a PackedSwiGLU (its silu and product fused into the GEMMs); layers already in another
-    form stay. The head keeps its plain weight too (rows of it feed the restricted head of
-    copydecode)."""
+    form stay. The head keeps its plain weight too (rows of it feed the restricted head
+    of constrained steps)."""
     if swiglu.available():
         for block in model.layers:
             if all(isinstance(m, nn.Linear) for m in block.mlp.children()):
@@ -66,12 +66,8 @@ def prepare_for_inference(model: Qwen2, int8: bool = False) -> Qwen2:
     return model
 
 
-def is_quantized(model: nn.Module) -> bool:
-    return any(isinstance(m, Int8Linear) for m in model.modules())
-
-
 def linear_rows(layer: nn.Module, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """`layer(x)` for the output features `rows` only: a restricted LM head (copydecode) reads a
+    """`layer(x)` for the output features `rows` only: a restricted LM head (constrained steps) reads a
     handful of the 151,936 rows, whichever form the head is stored in."""
     bias = None if layer.bias is None else layer.bias[rows]
     if isinstance(layer, Int8Linear):

@@ -14,7 +14,7 @@ inside an edge splits it. Least recently used leaves are evicted when the tree h
 where it was computed: always 0..n-1 here, because every prompt starts at position 0.
 
 Sharing with running sequences. A matched prefix is copied into the batch's own cache when the
-batch starts (`cache_from_prefixes`, `StaticKVCache.place`), so evicting a node can never change a
+batch starts (`KVStore.place`), so evicting a node can never change a
 sequence in flight, and the tensors a batch is still copying from stay alive through Python's
 reference counts; the tree needs no pin counts of its own. Forks work the same way: the k samples
 of one prompt share its prefill (computed once) and each of their rows receives a copy. Paged
@@ -31,7 +31,7 @@ from typing import Sequence
 
 import torch
 
-from cascadener.qwen2.cache import StaticKVCache
+from cascadener.engine.kv import KVStore
 
 _clock = itertools.count()
 
@@ -135,27 +135,13 @@ def _common(a: Sequence[int], b: Sequence[int]) -> int:
     return next((i for i in range(n) if a[i] != b[i]), n)
 
 
-def cache_from_prefixes(model, pieces: list[list[torch.Tensor]], extra: int) -> StaticKVCache:
-    """A cache whose row r starts with the concatenated KV pieces of its cached prefix.
-
-    Prefixes of different lengths are right-aligned in the first slots (the holes before a short
-    one are padding), so the uncached remainders can follow, left-padded, as in any batch.
-    """
+def store_from_prefixes(model, pieces: list[list[torch.Tensor]], extra: int) -> KVStore:
+    """A store whose row r starts with the concatenated KV pieces of its cached prefix, right-aligned
+    (the holes before a short one are padding), with room for `extra` more slots, so the uncached
+    remainders can follow, left-padded, as in any batch. The longest prefix is placed first: the
+    others then fit without shifting anything."""
     lengths = [sum(p.shape[3] for p in ps) for ps in pieces]
-    width = max(lengths)
-    cache = StaticKVCache.for_model(model, len(pieces), width + extra)
-    for r, (ps, n) in enumerate(zip(pieces, lengths)):
-        if n:
-            kv = torch.cat(ps, dim=3)
-            cache.k[:, r, :, width - n:width] = kv[:, 0]
-            cache.v[:, r, :, width - n:width] = kv[:, 1]
-            cache.valid[r, width - n:width] = True
-    cache.next_pos = torch.tensor(lengths, dtype=torch.long, device=cache.valid.device)
-    cache.length = width
-    return cache
-
-
-def row_kv(cache: StaticKVCache, row: int) -> torch.Tensor:
-    """The KV (layers, 2, kv_heads, n, head_dim) of a row's real tokens, in order."""
-    slots = cache.valid[row, :cache.length].nonzero().flatten()
-    return torch.stack((cache.k[:, row][:, :, slots], cache.v[:, row][:, :, slots]), dim=1)
+    store = KVStore.for_model(model, len(pieces), max(lengths, default=0) + extra)
+    for r in sorted(range(len(pieces)), key=lambda r: -lengths[r]):
+        store.place(r, pieces[r])
+    return store

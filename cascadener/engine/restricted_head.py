@@ -1,7 +1,7 @@
 """The LM head over a few allowed tokens only.
 
-Constrained decoding knows which tokens may come next (a copy's next bytes or a mark; the labels
-that continue an answer), usually a handful of the 151,936. Multiplying only their rows of the
+Constrained decoding knows which tokens may come next (cascadener.engine.constraint), usually a
+handful of the 151,936. Multiplying only their rows of the
 head, `h @ W[allowed].T`, skips what the LM head costs at full width (about a quarter of the 0.5B
 model's decode time). The rows are gathered in id order, so a greedy argmax over them is the
 full-vocabulary argmax whenever that one is allowed, and each logit is the same dot product the

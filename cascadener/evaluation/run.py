@@ -1,33 +1,40 @@
-"""Run a CascadeNER pipeline over labelled data and score it: what `eval.py --data` does.
+"""Run a CascadeNER pipeline over labelled documents and score what it tags.
 
-Gold labels are renamed to readable words first (PER -> person; see data/labels.py), because the
-classifier reads the label list as words. With a category tree, gold spans get their full path so
-the report can score every level.
+Library code: it returns a `ModelRun` and reports progress through a callback; printing is the
+CLI's business. Gold documents come in with readable labels and, under a category tree, full
+paths (`with_paths`), so the report can score every level.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 from cascadener.geic.hierarchy import Hierarchy
 from cascadener.geic.metrics import Report, score
 from cascadener.geic.spans import Document
 from cascadener.ner.pipeline import CascadeNER, Stats
 
+Progress = Callable[[int, int, float], None]    # (sentences done, sentences in all, seconds so far)
+
 
 @dataclass
 class ModelRun:
-    report: Report
+    gold: list[Document]
     predictions: list[Document]
+    report: Report
     seconds: float
-    stats: Stats
+    stats: Stats                   # this run's counters only
+
+    @property
+    def sentences_per_second(self) -> float | None:
+        return len(self.predictions) / self.seconds if self.seconds else None
 
     def to_dict(self) -> dict:
+        speed = self.sentences_per_second
         return self.report.to_dict() | {
             "seconds": round(self.seconds, 3),
-            "sentences_per_second": round(len(self.predictions) / self.seconds, 4) if self.seconds else None,
+            "sentences_per_second": round(speed, 4) if speed else None,
             "pipeline": vars(self.stats) | {"seconds": round(self.stats.seconds, 3)},
         }
 
@@ -49,19 +56,18 @@ def with_paths(docs: Sequence[Document], tree: Hierarchy) -> list[Document]:
 
 
 def run(ner: CascadeNER, gold: Sequence[Document], tree: Hierarchy, chunk: int = 1024,
-        progress: bool = True) -> ModelRun:
-    gold = with_paths(gold, tree)
+        progress: Progress | None = None) -> ModelRun:
+    """Tag the texts of `gold` (paths already set, see `with_paths`) with the labels of `tree`."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    ner = replace(ner, stats=Stats())      # the same engines, counters of this run alone
     predictions: list[Document] = []
     start = time.perf_counter()
     for n in range(0, len(gold), chunk):
         texts = gold[n:n + chunk]
         for g, p in zip(texts, ner.predict_batch([d.text for d in texts], categories=tree, lang=texts[0].lang)):
             predictions.append(replace(p, lang=g.lang, id=g.id))
-        if progress:
-            secs = time.perf_counter() - start
-            print(f"\r{len(predictions)}/{len(gold)} sentences, {len(predictions) / secs:.2f}/s",
-                  end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
+        if progress is not None:
+            progress(len(predictions), len(gold), time.perf_counter() - start)
     seconds = time.perf_counter() - start
-    return ModelRun(score(gold, predictions), predictions, seconds, ner.stats)
+    return ModelRun(list(gold), predictions, score(gold, predictions), seconds, ner.stats)

@@ -27,6 +27,9 @@ def read_pair(pred_path: str | Path, gold_path: str | Path, *, lang: str | None 
     """(predictions, gold), checked to pair up document by document."""
     pred = read_documents(pred_path, lang=lang, scheme=scheme)
     gold = read_documents(gold_path, lang=lang, scheme=scheme)
+    if not gold.documents:      # else empty files would score a perfect F1 over nothing
+        also = "" if pred.documents else f" (and the predictions {pred_path} hold none either)"
+        raise DataError(str(gold_path), None, f"no documents: nothing to score{also}")
     if len(pred.documents) != len(gold.documents):
         raise DataError(str(pred_path), None, f"{len(pred.documents)} documents, but the gold file {gold_path} "
                                               f"has {len(gold.documents)}; they are paired by position")
@@ -42,11 +45,6 @@ def evaluate_files(pred_path: str | Path, gold_path: str | Path, *, lang: str | 
     """Scores plus what the readers repaired or dropped on each side."""
     pred, gold = read_pair(pred_path, gold_path, lang=lang, scheme=scheme)
     return ScoredFiles(score(gold.documents, pred.documents), gold, pred)
-
-
-def score_files(pred_path: str | Path, gold_path: str | Path, *, lang: str | None = None,
-                scheme: str = "auto") -> Report:
-    return evaluate_files(pred_path, gold_path, lang=lang, scheme=scheme).report
 
 
 def notes(scored: ScoredFiles) -> list[str]:

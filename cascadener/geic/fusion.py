@@ -6,6 +6,7 @@ total order and accepted greedily, which makes the result a function of the *set
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import replace
 from typing import Sequence
@@ -28,8 +29,9 @@ def fuse(runs: Sequence[Sequence[Span]], min_votes: int = 1) -> list[Span]:
     votes = Counter(span for run in runs for span in set(run))
     ranked = sorted((s for s, v in votes.items() if v >= min_votes),
                     key=lambda s: (s.start - s.end, -votes[s], s.start, s.label, s.path))
-    kept: list[Span] = []
+    kept: list[Span] = []           # in text order and disjoint: a candidate can only overlap its neighbours
     for cand in ranked:
-        if not any(cand.overlaps(k) for k in kept):
-            kept.append(replace(cand, score=votes[cand] / len(runs)))
-    return sorted(kept)
+        at = bisect_left(kept, cand.start, key=lambda k: k.start)
+        if (at == len(kept) or cand.end <= kept[at].start) and (at == 0 or kept[at - 1].end <= cand.start):
+            kept.insert(at, replace(cand, score=votes[cand] / len(runs)))
+    return kept

@@ -12,6 +12,11 @@ Conventions, per bucket (a type, a level, or everything):
 * macro averages P, R and F1 over every type seen in gold or predictions (its tp/n_pred/n_gold are
   the micro sums); with no types at all it equals micro.
 
+Levels of a category tree: at level l every span, gold and predicted, is compared by its path cut
+to l elements (`at_level`). A prediction whose walk down the tree stopped above l (the classifier
+answered "unknown") is therefore wrong at l, never left out: leaving it out would raise precision
+for answering less. A gold span labelled with a coarse node compares its whole path at finer levels.
+
 Lenient (the authors' evaluate.py, corrected): per sentence, the set of (lowercased surface,
 lowercased label) pairs; every predicted pair counts in the precision denominator, even one whose
 string appears in no gold sentence (the original dropped those, so gold {kobe}, {paris} against
@@ -20,7 +25,7 @@ uses the lowercased surfaces alone.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Hashable, Sequence
 
 from cascadener.geic.spans import Document, Span
@@ -94,6 +99,35 @@ def _path(s: Span) -> tuple[str, ...]:
     return s.path or ((s.label,) if s.label else ())
 
 
+def at_level(docs: Sequence[Document], level: int) -> list[Document]:
+    """The documents with every span's path cut to `level` elements and its label the last of them:
+    what a tree of that depth would have answered. Shorter paths stay as they are."""
+    if level < 1:
+        raise ValueError(f"levels start at 1, got {level}")
+
+    def cut(s: Span) -> Span:
+        path = _path(s)[:level]
+        return replace(s, label=path[-1] if path else s.label, path=path)
+    return [replace(d, spans=[cut(s) for s in d.spans]) for d in docs]
+
+
+def confusion(gold: Sequence[Document], pred: Sequence[Document]) -> dict[str, dict[str, int]]:
+    """gold label -> predicted label -> count, over the mentions whose span both sides found
+    (same start and end). The diagonal sums to micro tp; everything to extraction tp (one label
+    per span on each side)."""
+    _check_pairs(gold, pred)
+    counts: dict[str, dict[str, int]] = {}
+    for g, p in zip(gold, pred):
+        found: dict[tuple[int, int], set[str]] = {}
+        for s in p.spans:
+            found.setdefault((s.start, s.end), set()).add(s.label)
+        for start, end, label in {(s.start, s.end, s.label) for s in g.spans}:
+            for answer in found.get((start, end), ()):
+                row = counts.setdefault(label, {})
+                row[answer] = row.get(answer, 0) + 1
+    return counts
+
+
 def _check_pairs(gold: Sequence[Document], pred: Sequence[Document]) -> None:
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold documents but {len(pred)} predicted; they are paired by position")
@@ -117,10 +151,9 @@ def score(gold: Sequence[Document], pred: Sequence[Document]) -> Report:
         macro = PRF(avg["precision"], avg["recall"], avg["f1"], micro.tp, micro.n_pred, micro.n_gold)
 
     # Level l compares (span, path[:l]): a type counts as right at level l only if every coarser
-    # level is right too. Spans whose path is shorter than l take no part at that level.
+    # level is right too (see the module docstring for paths shorter than l).
     depth = max((len(_path(s)) for d in (*gold, *pred) for s in d.spans), default=0)
-    per_level = {lvl: _count(gold, pred, lambda d, s: (s.start, s.end, _path(s)[:lvl]),
-                             lambda s: len(_path(s)) >= lvl)
+    per_level = {lvl: _count(gold, pred, lambda d, s: (s.start, s.end, _path(s)[:lvl]))
                  for lvl in range(1, depth + 1)}
 
     return Report(

@@ -5,7 +5,9 @@ Everything downstream — markup, fusion, metrics, readers and writers — speak
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, order=True)
@@ -45,3 +47,33 @@ class Document:
     def mentions(self) -> list[tuple[str, Span]]:
         """(surface string, span) pairs in text order."""
         return [(s.surface(self.text), s) for s in sorted(self.spans)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The project's one JSON shape for a tagged document (JSONL files, ``infer.py --format json``)::
+
+            {"text": "Le Guin wrote Earthsea .",
+             "entities": [{"start": 0, "end": 7, "text": "Le Guin", "label": "author",
+                           "path": ["person", "artist or author", "author"], "score": 0.93},
+                          {"start": 14, "end": 22, "text": "Earthsea", "label": "book", "path": [], "score": null}],
+             "id": "s1"}
+
+        Entities come in text order, always with all six keys: character offsets (code points, end
+        exclusive), the mention ``text``, ``label``, the hierarchy ``path`` (coarse to fine, possibly
+        empty) and ``score`` (a float, or null). ``lang`` is written only when it is not ``en`` and
+        ``id`` only when it is not empty, so plain English input gives exactly ``text`` and ``entities``.
+        ``cascadener.data.jsonl.from_record`` reads it back (and checks it).
+        """
+        record: dict[str, Any] = {
+            "text": self.text,
+            "entities": [{"start": s.start, "end": s.end, "text": s.surface(self.text), "label": s.label,
+                          "path": list(s.path), "score": None if s.score is None else float(s.score)}
+                         for s in sorted(self.spans)]}
+        if self.lang != "en":
+            record["lang"] = self.lang
+        if self.id:
+            record["id"] = self.id
+        return record
+
+    def to_json(self, indent: int | None = None) -> str:
+        """``to_dict`` as one JSON string (one line unless ``indent``), non-ASCII text kept as is."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)

@@ -2,13 +2,15 @@
 
 The only module that knows both entities and models. Data flows one way:
 text -> segments -> extraction prompts -> engine -> marked outputs -> spans (parse, fuse)
-     -> classification prompts per mention and level -> engine -> labels -> Document.
+     -> classification prompts per mention (in its segment) and level -> engine -> labels -> Document.
+A prompt never holds more than a segment, and a long text goes to the engine in parts of at most
+SEGMENTS_PER_CALL segments, so memory and time grow with a text's length no faster than linearly.
 """
 from __future__ import annotations
 
-import os
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -16,25 +18,47 @@ import torch
 
 from cascadener.engine.chat import ChatEngine
 from cascadener.geic import fusion, markup
-from cascadener.geic.hierarchy import Hierarchy
-from cascadener.geic.segment import segments
+from cascadener.geic.hierarchy import UNKNOWN, Hierarchy
+from cascadener.geic.segment import enclosing, segments
 from cascadener.geic.spans import Document, Span
-from cascadener.ner.prompts import UNKNOWN, PromptFormat, get_format, match_label
+from cascadener.ner.copy import CopyConstraint
+from cascadener.ner.labels import LabelChoice
+from cascadener.ner.prompts import PROMPT_FORMATS, PromptFormat, get_format, match_label
+
+MIN_SEGMENT_CHARS = 10   # a shorter piece holds a word or two: most entities would be cut apart
+# At most this many segments go to the engine at once (as many as the CLI's default chunk of
+# one-sentence lines): what it keeps per request (prompt, copy automaton, answer) is then bounded
+# whatever the length of a text. A longer text is tagged in parts, each a text of its own.
+SEGMENTS_PER_CALL = 1024
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
+    """How the pipeline runs; every field is checked here, so a bad value fails at construction
+    (ValueError naming the field) instead of silently tagging nothing."""
     k: int = 3                        # extraction runs; 1 = greedy (deterministic), >1 = sampled, fused
     min_votes: int = 1                # keep a span seen in at least this many of the k runs (1 = union, the paper)
-    prompt_format: str = "paper"
+    prompt_format: str = "paper"      # a name in prompts.PROMPT_FORMATS
     system: str | None = None         # None = the format's own default
     zero_shot: bool = False           # offer "unknown" (the paper's zero-shot setting)
     constrain: bool = True            # extraction copies the source under a constraint, and labels are
                                       # decoded among the candidates (always valid, with a probability), instead of
                                       # free text that is parsed and matched
     seed: int = 0
-    max_segment_chars: int = 600      # longer texts are split at sentence ends, offsets mapped back
+    max_segment_chars: int = 600      # longer texts are split (geic/segment.py); a mention's prompt holds its segment
     label_tokens: int = 16            # generation budget for one label answer
+
+    def __post_init__(self) -> None:
+        for name in ("k", "min_votes", "label_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.min_votes > self.k:
+            raise ValueError(f"min_votes {self.min_votes} is more than k {self.k}: a span is found by at most "
+                             "k runs, so nothing would be kept")
+        if not isinstance(self.max_segment_chars, int) or self.max_segment_chars < MIN_SEGMENT_CHARS:
+            raise ValueError(f"max_segment_chars must be at least {MIN_SEGMENT_CHARS}, got {self.max_segment_chars!r}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"unknown prompt_format {self.prompt_format!r}; choose from {sorted(PROMPT_FORMATS)}")
 
 
 @dataclass
@@ -61,24 +85,27 @@ class CascadeNER:
     options: Options = field(default_factory=Options)
     demos: Sequence[Document] = ()
     stats: Stats = field(default_factory=Stats)
+    format: PromptFormat = field(init=False, repr=False)     # options.prompt_format, resolved once
+
+    def __post_init__(self) -> None:
+        self.format = get_format(self.options.prompt_format, self.options.system, self.demos)
 
     @classmethod
     def load(cls, model: str | Path | None = None, extractor: str | Path | None = None,
              classifier: str | Path | None = None, extractor_adapter: str | Path | None = None,
              classifier_adapter: str | Path | None = None, dtype: torch.dtype = torch.bfloat16,
              batch_size: int = 32, options: Options | None = None, demos: Sequence[Document] = (),
-             reuse_prefixes: bool = True, int8: bool = False) -> CascadeNER:
-        """Two checkpoints, or one base with two adapters, or one plain instruct model for both."""
+             reuse_prefixes: bool = True, int8: bool = False, device: str = "auto") -> CascadeNER:
+        """Two checkpoints, or one base with two adapters, or one plain instruct model for both.
+        device: "auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N"."""
         ext_path, cls_path = extractor or model, classifier or model
         if ext_path is None or cls_path is None:
             raise ValueError("give --model DIR, or both --extractor DIR and --classifier DIR")
-        ext = ChatEngine.load(ext_path, extractor_adapter, dtype, batch_size, reuse_prefixes, int8)
+        ext = ChatEngine.load(ext_path, extractor_adapter, dtype, batch_size, reuse_prefixes, int8, device)
         same = Path(ext_path) == Path(cls_path) and extractor_adapter == classifier_adapter
-        clf = ext if same else ChatEngine.load(cls_path, classifier_adapter, dtype, batch_size, reuse_prefixes, int8)
+        clf = ext if same else ChatEngine.load(cls_path, classifier_adapter, dtype, batch_size, reuse_prefixes,
+                                               int8, device)
         return cls(ext, clf, options or Options(), demos)
-
-    def prompt_format(self) -> PromptFormat:
-        return get_format(self.options.prompt_format, self.options.system, self.demos)
 
     # --- public API ------------------------------------------------------------------------------
 
@@ -90,8 +117,11 @@ class CascadeNER:
                       categories: Hierarchy | None = None, lang: str = "en") -> list[Document]:
         tree = resolve_categories(labels, categories)
         start = time.perf_counter()
-        spans = self.extract(texts, tree)
-        typed = self.classify(texts, spans, tree)
+        typed: list[list[Span]] = [[] for _ in texts]
+        for group in part_groups(texts, self.options.max_segment_chars, SEGMENTS_PER_CALL):
+            parts = [texts[i][s:e] for i, s, e in group]
+            for (i, s, _), found in zip(group, self.classify(parts, self.extract(parts, tree), tree)):
+                typed[i] += [replace(sp, start=sp.start + s, end=sp.end + s) for sp in found]
         self.stats.texts += len(texts)
         self.stats.seconds += time.perf_counter() - start
         return [Document(t, s, lang=lang) for t, s in zip(texts, typed)]
@@ -101,22 +131,22 @@ class CascadeNER:
     def extract(self, texts: Sequence[str], categories: Hierarchy | None = None) -> list[list[Span]]:
         """Unlabelled entity spans per text: k runs per segment, parsed, fused. `categories` is
         needed only by the joint prompt format, whose extraction prompt lists the top-level types."""
-        o, fmt = self.options, self.prompt_format()
+        o, fmt = self.options, self.format
         types = categories.roots if categories is not None else ()
         pieces = [(i, s, e) for i, t in enumerate(texts) for s, e in segments(t, o.max_segment_chars)]
-        convs, params = [], []
+        # The k runs get identical requests: the engine batches them together, they share one
+        # prefill, and each draws from its own stream (seeded by the text and the run's index).
+        # Under `constrain` the answer can only be the source plus marks: nothing invented or lost.
+        copy = CopyConstraint.for_tokenizer(self.extractor.tokenizer) if o.constrain else None
+        convs, params, constraints = [], [], []
         for i, s, e in pieces:
             seg = texts[i][s:e]
-            budget = 2 * self.extractor.count_tokens(seg) + 32   # a copy plus room for the marks
-            # The k runs get identical requests: the engine batches them together, they share one
-            # prefill, and each row still draws its own sample.
+            automaton = copy.for_source(seg) if copy is not None else None
+            budget = automaton.max_tokens if automaton is not None else 2 * self.extractor.count_tokens(seg) + 32
             convs += [fmt.extraction(seg, types, o.zero_shot)] * o.k
             params += [self.extractor.sampling(o.k > 1, budget, seed=o.seed if o.k > 1 else None)] * o.k
-        if o.constrain:     # the output can only be the source plus marks: nothing invented or lost
-            sources = [texts[i][s:e] for i, s, e in pieces for _ in range(o.k)]
-            outputs = self.extractor.copy_mark(convs, sources, params[0] if params else None)
-        else:
-            outputs = self.extractor.complete(convs, params)
+            constraints += [automaton] * o.k
+        outputs = self.extractor.complete(convs, params, constraints)
         self.stats.segments += len(pieces)
         self.stats.extraction_prompts += len(convs)
         runs_per_text: list[list[list[Span]]] = [[[] for _ in range(o.k)] for _ in texts]
@@ -134,13 +164,14 @@ class CascadeNER:
 
     def classify(self, texts: Sequence[str], spans: Sequence[Sequence[Span]], tree: Hierarchy) -> list[list[Span]]:
         """Label every span, level by level down the tree; all mentions of a level in one batch."""
-        fmt, o = self.prompt_format(), self.options
+        fmt, o = self.format, self.options
         paths: dict[tuple[int, int], tuple[str, ...]] = {}
         probs: dict[tuple[int, int], float] = {}
         history: dict[tuple[int, int], list[tuple[list[str], str]]] = {}   # what each mention was asked
         frontier = [(i, j, tree.roots) for i, ss in enumerate(spans) for j in range(len(ss))]
+        context = [in_segments(t, ss, o.max_segment_chars) for t, ss in zip(texts, spans)]
         while frontier:
-            convs = [fmt.classification(texts[i], spans[i][j], cands, o.zero_shot, history.get((i, j), ()))
+            convs = [fmt.classification(*context[i][j], cands, o.zero_shot, history.get((i, j), ()))
                      for i, j, cands in frontier]
             options = [list(cands) + ([UNKNOWN] if o.zero_shot else []) for _, _, cands in frontier]
             answers = self.answer(convs, options)
@@ -167,18 +198,54 @@ class CascadeNER:
     def answer(self, convs: list[list[dict]], options: list[list[str]]) -> list[tuple[str | None, float | None]]:
         """(label or None when off the list, probability when scored) for each conversation."""
         if self.options.constrain:
-            return [(c.answer, c.probability) for c in self.classifier.choose(convs, options)]
+            tok = self.classifier.tokenizer
+            end = tok.stop_ids[:1]          # the end-of-turn token closes every answer
+            choices = [LabelChoice([tok.encode(a) + end for a in opts]) for opts in options]
+            params = [self.classifier.sampling(False, max(map(len, c.candidates))) for c in choices]
+            outs = self.classifier.complete(convs, params, choices)
+            return [(opts[c.chosen(out.tokens)], math.exp(out.logprob)) for c, out, opts in zip(choices, outs, options)]
         params = self.classifier.sampling(False, self.options.label_tokens)
         return [(match_label(c.text, opts), None) for c, opts in zip(self.classifier.complete(convs, params), options)]
 
 
+def part_groups(texts: Sequence[str], max_chars: int, per_call: int) -> list[list[tuple[int, int, int]]]:
+    """The texts as parts (text index, start, end), in order, grouped so that a group holds at most
+    `per_call` segments. A text of more segments is cut into parts between two of its segments;
+    spans never cross a segment, so a part's spans, shifted by its start, are the text's."""
+    groups: list[list[tuple[int, int, int]]] = [[]]
+    size = 0
+    for i, text in enumerate(texts):
+        pieces = segments(text, max_chars)
+        for j in range(0, max(len(pieces), 1), per_call):
+            run = pieces[j:j + per_call]
+            part = (i, run[0][0], run[-1][1]) if len(pieces) > per_call else (i, 0, len(text))
+            if groups[-1] and size + len(run) > per_call:
+                groups.append([])
+                size = 0
+            groups[-1].append(part)
+            size += len(run)
+    return groups if groups[-1] else []
+
+
+def in_segments(text: str, spans: Sequence[Span], max_chars: int) -> list[tuple[str, Span]]:
+    """Each span with the context it is classified in: the segment it was extracted from (the few
+    consecutive segments around it, for a span from elsewhere that crosses a cut), and its offsets
+    within that. Never the whole text, so a prompt's length does not grow with the text's; and in
+    the joint format a segment's extraction prompt is the head of its mentions' classification
+    prompts, which the prefix cache reuses. Labels go back on the caller's spans, in the text's offsets."""
+    pieces = segments(text, max_chars)
+    out = []
+    for sp in spans:
+        s, e = enclosing(pieces, sp.start, sp.end)
+        out.append((text[s:e], Span(sp.start - s, sp.end - s)))
+    return out
+
+
 def resolve_categories(labels: Sequence[str] | None, categories: Hierarchy | None) -> Hierarchy:
+    """labels=["person", ...] (a flat list; a bare string is refused with TypeError) or categories=Hierarchy."""
     if (labels is None) == (categories is None):
         raise ValueError("give exactly one of labels=[...] (a flat list) or categories=Hierarchy")
-    return categories if categories is not None else Hierarchy.flat(list(labels))
-
-
-def default_threads() -> None:
-    """Use every core; tokenizers' own thread pool would only fight torch for them."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    torch.set_num_threads(os.cpu_count() or 1)
+    tree = categories if categories is not None else Hierarchy.flat(labels)
+    if not tree.roots:
+        raise ValueError("no entity types to classify into: the label list or category tree is empty")
+    return tree

@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from cascadener.geic import markup
+from cascadener.geic.hierarchy import UNKNOWN
 from cascadener.geic.spans import Document, Span
 
 Message = dict[str, str]
 History = Sequence[tuple[Sequence[str], str]]   # (candidates offered, answer given) per coarser level
 PAPER_SYSTEM = "You are a helpful assistant."
-UNKNOWN = "unknown"
 ZERO_SHOT_HINT = "If none of them applied, return unknown."
 
 
@@ -65,6 +65,7 @@ class PromptFormat:
     system: str | None = None
     demos: tuple[Document, ...] = field(default=(), compare=False)
     name = "base"
+    lists_types = False     # the extraction prompt lists the types: only mentions of those are marked
 
     def extraction(self, text: str, types: Sequence[str] = (), zero_shot: bool = False) -> list[Message]:
         """`types` and `zero_shot` (the top level of the category tree and whether "unknown" is
@@ -141,12 +142,19 @@ class PrefixFormat(PromptFormat):
 
     def classification(self, text: str, span: Span, candidates: Sequence[str], zero_shot: bool,
                        history: History = ()) -> list[Message]:
-        k, n = occurrence(text, span)
-        where = f" (occurrence {k} of {n})" if n > 1 else ""
         lists = [c for c, _ in history] + [candidates]
         asks = [self._types(c, zero_shot) for c in lists]
-        asks[0] = self._head(lists[0], zero_shot, text) + f"\nEntity: {span.surface(text)}{where}"
-        return chat(self.system, list(zip(asks, [a for _, a in history])), asks[-1])
+        asks[0] = self._head(lists[0], zero_shot, text) + self._entity(text, span)
+        return chat(self.system, self._demo_turns(lists[0], zero_shot) + list(zip(asks, [a for _, a in history])),
+                    asks[-1])
+
+    def _demo_turns(self, types: Sequence[str], zero_shot: bool) -> list[tuple[str, str]]:
+        return []
+
+    @staticmethod
+    def _entity(text: str, span: Span) -> str:
+        k, n = occurrence(text, span)
+        return f"\nEntity: {span.surface(text)}" + (f" (occurrence {k} of {n})" if n > 1 else "")
 
     @staticmethod
     def _types(types: Sequence[str], zero_shot: bool) -> str:
@@ -160,23 +168,49 @@ class PrefixFormat(PromptFormat):
 
 @dataclass(frozen=True)
 class JointFormat(PrefixFormat):
-    """One adapter for both stages: extraction asks with the head of the classification prompt."""
+    """One adapter for both stages: extraction asks with the head of the classification prompt.
+
+    Demonstrations are earlier turns of both kinds, the same for every prompt under one type list
+    (so extraction and classification still share their prefix): each demo sentence marked with
+    the mentions of offered types, then questions on those mentions, at most MAX_DEMO_MENTIONS."""
     name = "joint"
+    lists_types = True
 
     def extraction(self, text: str, types: Sequence[str] = (), zero_shot: bool = False) -> list[Message]:
         if not types:
             raise ValueError("the joint prompt format lists the types in the extraction prompt: "
                              "pass the top level of the category tree")
-        return chat(self.system, (), self._head(types, zero_shot, text))
+        return chat(self.system, self._demo_turns(types, zero_shot), self._head(types, zero_shot, text))
+
+    def _demo_turns(self, types: Sequence[str], zero_shot: bool) -> list[tuple[str, str]]:
+        turns, asked = [], 0
+        for d in self.demos:
+            offered = [(s, offered_name(s, types)) for s in sorted(d.spans)]
+            offered = [(s, name) for s, name in offered if name is not None]
+            head = self._head(types, zero_shot, d.text)
+            turns.append((head, markup.render(d.text, [s for s, _ in offered])))
+            for s, name in offered[:MAX_DEMO_MENTIONS - asked]:
+                turns.append((head + self._entity(d.text, s), name))
+            asked = min(MAX_DEMO_MENTIONS, asked + len(offered))
+        return turns
 
 
-FORMATS: dict[str, type[PromptFormat]] = {f.name: f for f in (PaperFormat, InstructFormat, PrefixFormat, JointFormat)}
+MAX_DEMO_MENTIONS = 8
+
+
+def offered_name(span: Span, types: Sequence[str]) -> str | None:
+    """The offered type a demonstration's mention answers: its label, or the first node of its
+    path, that is on the list; None when its type is not offered (then it is not marked)."""
+    return next((t for t in (span.label, *span.path) if t in types), None)
+
+
+PROMPT_FORMATS: dict[str, type[PromptFormat]] = {f.name: f for f in (PaperFormat, InstructFormat, PrefixFormat, JointFormat)}
 
 
 def get_format(name: str, system: str | None = None, demos: Sequence[Document] = ()) -> PromptFormat:
-    if name not in FORMATS:
-        raise ValueError(f"unknown prompt format {name!r}; choose from {sorted(FORMATS)}")
-    cls = FORMATS[name]
+    if name not in PROMPT_FORMATS:
+        raise ValueError(f"unknown prompt format {name!r}; choose from {sorted(PROMPT_FORMATS)}")
+    cls = PROMPT_FORMATS[name]
     kwargs = {"demos": tuple(demos)}
     if system is not None:
         kwargs["system"] = system

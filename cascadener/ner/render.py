@@ -1,11 +1,14 @@
 """Views of tagged text for people and tools: terminal highlighting, an HTML page, CoNLL.
 
 Everything here reads the shared `Document`/`Span` shape (character offsets, end exclusive). The stable
-machine format, a JSON record, belongs to the data layer (`cascadener.data.jsonl.to_record`); the views
+machine format, a JSON record, belongs to the document itself (`Document.to_dict`/`to_json`); the views
 here are for reading and are free to change their looks.
 
 The inline views (pretty, html, conll) show one label per character, so they need non-overlapping spans
 and raise `RenderError` naming the first clashing pair otherwise.
+
+A batch job's record that could not be tagged is a `Failure`; each view shows it in the record's place, in
+the view's own form (an error line, an HTML notice, a CoNLL comment), so a reader sees what is missing.
 """
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ import os
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from string import Template
-from typing import TextIO
+from typing import Any, TextIO
 
 from cascadener.data.conll import TokenizedDocument, document_rows
 from cascadener.geic.spans import Document, Span
@@ -24,6 +28,23 @@ from cascadener.geic.spans import Document, Span
 
 class RenderError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input record that could not be tagged: its 1-based input line, its id (if it had one) and why."""
+    line: int
+    message: str
+    id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON error record that stands in a document's place: {"error", "line"[, "id"]}."""
+        return {"error": self.message, "line": self.line} | ({"id": self.id} if self.id else {})
+
+    def summary(self) -> str:
+        """One line: `error line 5 (id x): why`; line breaks in the message become spaces."""
+        where = f"line {self.line}" + (f" (id {self.id})" if self.id else "")
+        return " ".join(f"error {where}: {self.message}".split())
 
 
 # --------------------------------------------------------------------------------------------- colours
@@ -57,7 +78,7 @@ def xterm256(hex_color: str) -> int:
 
 # --------------------------------------------------------------------------------------------- shared
 
-def _flat_spans(doc: Document) -> list[Span]:
+def inline_spans(doc: Document) -> list[Span]:
     """Spans in text order, checked to be non-overlapping (inline views can show one label per char)."""
     spans = sorted(doc.spans)
     for a, b in zip(spans, spans[1:]):
@@ -71,7 +92,7 @@ def _flat_spans(doc: Document) -> list[Span]:
 def _segments(doc: Document) -> Iterator[tuple[str, Span | None]]:
     """The text cut into consecutive (piece, span) parts; span is None for untagged text."""
     pos = 0
-    for span in _flat_spans(doc):
+    for span in inline_spans(doc):
         if span.start > pos:
             yield doc.text[pos:span.start], None
         yield span.surface(doc.text), span
@@ -100,6 +121,12 @@ def _printable(text: str) -> str:
     """Control characters other than newline and tab become U+FFFD: raw ESC or CR in user text would
     otherwise drive the terminal (recolour, overwrite lines) instead of being shown."""
     return "".join("\ufffd" if unicodedata.category(c) == "Cc" and c not in "\n\t" else c for c in text)
+
+
+def pretty_failure(failure: Failure, color: bool) -> str:
+    """The failure's one-line summary, in bold red on a terminal."""
+    text = _printable(failure.summary())
+    return f"\x1b[1;31m{text}{RESET}" if color else text
 
 
 def pretty(doc: Document, color: bool) -> str:
@@ -146,6 +173,8 @@ mark{color:inherit;padding:.25em .45em;margin:0 .1em;border-radius:.4em;line-hei
  vertical-align:middle;opacity:.8}
 .score{margin-left:.4em;font-size:.62em;font-variant-numeric:tabular-nums;vertical-align:middle;opacity:.65}
 .empty{color:#8c959f;font-style:italic}
+.failed{border-color:#ff8182;background:#fff5f5}
+.failed .text{color:#a40e26;font-size:15px;line-height:1.5}
 """
 
 
@@ -179,12 +208,17 @@ def _esc(text: str) -> str:
     return _html.escape(text, quote=True)
 
 
-def html(docs: Sequence[Document], title: str = "CascadeNER") -> str:
+def html(docs: Sequence[Document | Failure], title: str = "CascadeNER") -> str:
     """One self-contained page (inline CSS, no scripts or external resources): a legend of the labels
-    with their colours and counts, then every document with its entities in coloured boxes."""
-    articles = "".join(_html_document(doc, n) for n, doc in enumerate(docs, 1))   # validates all first
-    labels = Counter(s.label for doc in docs for s in doc.spans)
-    summary = f"{_count(len(docs), 'document')} · {_count(sum(labels.values()), 'entity', 'entities')}"
+    with their colours and counts, then every document with its entities in coloured boxes, and a
+    red notice in the place of each failure."""
+    articles = "".join(_html_failure(d) if isinstance(d, Failure) else _html_document(d, n)
+                       for n, d in enumerate(docs, 1))   # validates all first
+    tagged = [d for d in docs if isinstance(d, Document)]
+    labels = Counter(s.label for doc in tagged for s in doc.spans)
+    summary = f"{_count(len(tagged), 'document')} · {_count(sum(labels.values()), 'entity', 'entities')}"
+    if len(tagged) < len(docs):
+        summary += f" · {_count(len(docs) - len(tagged), 'error')}"
     return _PAGE.substitute(title=_esc(title), css=_CSS + _color_css(), summary=summary, legend=_legend(labels),
                             articles=articles or '<p class="empty">No documents.</p>\n')
 
@@ -204,6 +238,12 @@ def _html_document(doc: Document, n: int) -> str:
     # The lang attribute lets the browser pick Chinese vs Japanese glyph shapes for unified Han characters.
     return (f'<article lang="{_esc(doc.lang)}">\n<h2>{_esc(doc.id or f"#{n}")}</h2>\n'
             f'<p class="text">{body or _EMPTY_TEXT}</p>\n</article>\n')
+
+
+def _html_failure(failure: Failure) -> str:
+    head = f"line {failure.line}" + (f" · {failure.id}" if failure.id else "")
+    return (f'<article class="failed">\n<h2>{_esc(head)}</h2>\n'
+            f'<p class="text">{_esc(failure.summary())}</p>\n</article>\n')
 
 
 def _html_mention(mention: str, span: Span) -> str:
@@ -227,7 +267,7 @@ def conll(doc: Document, tokens: Sequence[tuple[int, int]] | None = None) -> str
     through an entity widen it to whole tokens, and an entity covering no token is left out. Every entity
     needs a label without tabs or line breaks, or `RenderError` is raised.
     """
-    spans = _flat_spans(doc)
+    spans = inline_spans(doc)
     try:
         if tokens is not None:
             if not tokens:
@@ -237,3 +277,8 @@ def conll(doc: Document, tokens: Sequence[tuple[int, int]] | None = None) -> str
     except ValueError as e:
         raise RenderError(str(e)) from None
     return "".join(f"{token}\t{tag}\n" for token, tag in rows) + "\n" if rows else ""
+
+
+def conll_failure(failure: Failure) -> str:
+    """A comment line where the failed record's sentence would be (CoNLL readers skip `#` lines)."""
+    return f"# {failure.summary()}\n\n"

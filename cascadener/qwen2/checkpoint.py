@@ -21,6 +21,7 @@ import torch
 from cascadener.qwen2.model import ConfigError, Qwen2, Qwen2Config
 
 FLOAT_DTYPES = {torch.float32, torch.bfloat16, torch.float16}
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}     # the names the tools take for a model's dtype
 INDEX_FILE = "model.safetensors.index.json"
 
 
@@ -113,6 +114,14 @@ def _open(file: Path) -> SafetensorsFile:
         raise CheckpointError(f"{file}: corrupt or truncated safetensors file ({e})") from None
 
 
+def nonfinite(t: torch.Tensor) -> int:
+    """How many NaN or infinite values `t` holds. Any of them makes the sum NaN or infinite, and a sum
+    costs a fraction of an element-wise isfinite; they are counted only when it is (or overflowed)."""
+    if torch.isfinite(t.sum()):
+        return 0
+    return int((~torch.isfinite(t)).sum())
+
+
 def read_state_dict(path: Path, model_names: dict[str, torch.Size], dtype: torch.dtype,
                     tied: bool) -> dict[str, torch.Tensor]:
     files = weight_files(path)
@@ -145,18 +154,63 @@ def read_state_dict(path: Path, model_names: dict[str, torch.Size], dtype: torch
             if t.shape != shape:
                 raise CheckpointError(f"{file}: tensor {name} has shape {tuple(t.shape)}, config.json implies "
                                       f"{tuple(shape)}")
+            if bad := nonfinite(t):     # NaN weights would only surface as NaN scores in the output
+                raise CheckpointError(f"{file}: tensor {name} holds {bad} NaN or infinite values")
             state[ours] = t.to(dtype)
     return state
 
 
+def read_json_object(file: Path) -> dict:
+    """A checkpoint's JSON side file, which must hold one object; errors give file:line:column."""
+    try:
+        d = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{file}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{file}: not UTF-8 text ({e})") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, got {type(d).__name__}")
+    return d
+
+
 def load_config(path: str | Path) -> Qwen2Config:
-    path = Path(path)
-    if not (path / "config.json").exists():
+    """config.json as transformers 4.x or 5.x writes it -> Qwen2Config."""
+    file = Path(path) / "config.json"
+    if not file.exists():
         raise CheckpointError(f"{path}: no config.json (expected a checkpoint in the Hugging Face layout)")
     try:
-        return Qwen2Config.from_json(path / "config.json")
+        return Qwen2Config.from_dict(from_transformers5(read_json_object(file), str(file)), source=str(file))
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+
+
+def load_generation_config(path: str | Path) -> dict:
+    """generation_config.json (the checkpoint's sampling defaults), or {} when there is none."""
+    file = Path(path) / "generation_config.json"
+    return read_json_object(file) if file.exists() else {}
+
+
+def from_transformers5(d: dict, source: str) -> dict:
+    """transformers 5 moved `rope_theta` (and any scaling) into `rope_parameters` and describes each
+    layer in `layer_types`; translate back to the 4.x fields Qwen2Config reads. Plain RoPE only: a
+    scaled one would load and then run wrongly."""
+    d = dict(d)
+    rope = d.pop("rope_parameters", None)
+    if rope is not None:
+        if not isinstance(rope, dict) or "rope_theta" not in rope:
+            raise ConfigError(f"{source}: rope_parameters {rope!r} has no rope_theta")
+        kind = rope.get("rope_type", "default")
+        extra = sorted(set(rope) - {"rope_theta", "rope_type"})
+        if kind != "default" or extra:
+            raise ConfigError(f"{source}: rope_parameters {rope!r} asks for RoPE scaling ({kind}), which is not "
+                              "supported (only plain RoPE)")
+        if d.get("rope_theta", rope["rope_theta"]) != rope["rope_theta"]:
+            raise ConfigError(f"{source}: rope_theta {d['rope_theta']} disagrees with rope_parameters {rope!r}")
+        d["rope_theta"] = rope["rope_theta"]
+    kinds = sorted(set(d.get("layer_types") or ()) - {"full_attention"})
+    if kinds:
+        raise ConfigError(f"{source}: layer_types {kinds} are not supported (every layer must be full_attention)")
+    return d
 
 
 def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Qwen2:

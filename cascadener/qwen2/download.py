@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from cascadener.qwen2.locate import REPO_WEIGHTS
+from cascadener.qwen2.locate import weights_dir
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CONFIG = "config.json"
@@ -382,9 +382,9 @@ def _fetch_weights(hub: _Hub, commit: str, listing: Listing | None, prefix: str,
 
 
 def default_out_dir(repo: str, subfolder: str | None = None) -> Path:
-    """weights/<name>[-<subfolder>] in the project, where cascadener.qwen2.locate looks for checkpoints."""
+    """<name>[-<subfolder>] in weights_dir(), where cascadener.qwen2.locate looks for checkpoints."""
     name = repo.rsplit("/", 1)[-1]
-    return REPO_WEIGHTS / (f"{name}-{subfolder.replace('/', '-')}" if subfolder else name)
+    return weights_dir() / (f"{name}-{subfolder.replace('/', '-')}" if subfolder else name)
 
 
 def download(repo: str, out_dir: str | os.PathLike[str] | None = None, *, revision: str = "main",
@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Download an official Qwen2 checkpoint (safetensors only) from the "
                                              "Hugging Face hub; resumable and verified.")
     ap.add_argument("repo", help="hub repo id, e.g. Qwen/Qwen2.5-0.5B-Instruct")
-    ap.add_argument("--out", help=f"output directory (default: {REPO_WEIGHTS}/<repo name>[-<subfolder>])")
+    ap.add_argument("--out", help=f"output directory (default: {weights_dir()}/<repo name>[-<subfolder>])")
     ap.add_argument("--revision", default="main", help="branch, tag or commit (default: main)")
     ap.add_argument("--subfolder", help="folder of the repo that holds the checkpoint")
     ap.add_argument("--endpoint", help=f"hub URL (default: $HF_ENDPOINT, else {DEFAULT_ENDPOINT})")

@@ -17,6 +17,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cascadener.qwen2.checkpoint import hf_name
@@ -142,8 +143,17 @@ def load_adapter(model: nn.Module, path: str | Path, merge: bool = True) -> LoRA
     for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if not (path / f).exists():
             raise AdapterError(f"{path}: no {f} (expected a PEFT LoRA adapter directory)")
-    cfg = LoRAConfig.from_peft(json.loads((path / ADAPTER_CONFIG).read_text()), str(path / ADAPTER_CONFIG))
-    tensors = load_file(str(path / ADAPTER_WEIGHTS))
+    try:
+        peft = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise AdapterError(f"{path / ADAPTER_CONFIG}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise AdapterError(f"{path / ADAPTER_CONFIG}: not UTF-8 text ({e})") from None
+    cfg = LoRAConfig.from_peft(peft, str(path / ADAPTER_CONFIG))
+    try:
+        tensors = load_file(str(path / ADAPTER_WEIGHTS))
+    except (SafetensorError, OSError) as e:
+        raise AdapterError(f"{path / ADAPTER_WEIGHTS}: corrupt or truncated safetensors file ({e})") from None
     # PEFT may or may not insert the adapter name ("default") into the key.
     tensors = {k.replace(".default.weight", ".weight"): v for k, v in tensors.items()}
     layers = inject(model, cfg)

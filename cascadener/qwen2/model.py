@@ -1,8 +1,9 @@
-"""Qwen2 decoder in plain PyTorch: config, modules and the forward pass. No file I/O, no NER.
+"""Qwen2 decoder in plain PyTorch: config, modules and the forward pass. No weights are read here
+(cascadener.qwen2.checkpoint does that; `Qwen2Config.from_json` reads config.json), and no NER.
 
 Reading order follows nanoGPT: RMSNorm -> rotary helpers -> Attention -> MLP -> Block -> config -> Qwen2.
 The math matches Hugging Face's modeling_qwen2.py to float32 rounding; the traps it avoids are
-called out where they occur (see also docs/research-notes §A.7).
+called out where they occur.
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ class Attention(nn.Module):
             k, v = cache.update(self.layer, k, v)                                      # (B, Hkv, S, D)
         # An explicit mask, never is_causal: with a cache the query block sits at the *end* of the
         # keys, and SDPA's is_causal aligns it to the top-left corner instead. kernels/attention.py
-        # picks a grouped matmul up to 128 queries per row and SDPA for longer prompts.
+        # picks a grouped matmul (short blocks on a CPU) or SDPA.
         y = attention.fast(q, k, v, meta.mask)
         return self.o_proj(meta.from_grid(y.transpose(1, 2).reshape(B * T, self.n_head * self.head_dim)))
 
@@ -256,10 +257,6 @@ def uncached_positions_and_mask(pad_mask: torch.Tensor) -> tuple[torch.Tensor, t
     return positions, causal_pad_mask(pad_mask, pad_mask, offset=0)
 
 
-def num_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
 def bytes_per_token_decode(model: Qwen2) -> int:
     """Weight bytes a batch-1 decode step must stream: every weight once (parameters, and the int8
     buffers of a quantized model), except the embedding table, of which only one row is gathered
@@ -271,4 +268,4 @@ def bytes_per_token_decode(model: Qwen2) -> int:
     return total if tied else total - emb.numel() * emb.element_size()
 
 
-__all__ = ["Qwen2", "Qwen2Config", "ConfigError", "RMSNorm", "rope_cos_sin", "num_params", "bytes_per_token_decode"]
+__all__ = ["Qwen2", "Qwen2Config", "ConfigError", "RMSNorm", "rope_cos_sin", "bytes_per_token_decode"]

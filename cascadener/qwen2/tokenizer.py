@@ -50,17 +50,11 @@ class Tokenizer:
         # recognised as single special tokens because they are added tokens.
         return self.tok.encode(text, add_special_tokens=False).ids
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
-
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def token_to_id(self, token: str) -> int | None:
         return self.tok.token_to_id(token)
-
-    def id_to_token(self, i: int) -> str | None:
-        return self.tok.id_to_token(i)
 
     @property
     def vocab_size(self) -> int:
@@ -85,7 +79,7 @@ class Tokenizer:
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Load tokenizer.json (and tokenizer_config.json if present) from a checkpoint dir or file."""
+    """Load tokenizer.json and the tokenizer_config.json beside it (a checkpoint dir, or the tokenizer.json file)."""
     path = Path(path)
     file = path / "tokenizer.json" if path.is_dir() else path
     if not file.exists():
@@ -94,12 +88,17 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         tok = HFTokenizerFile.from_file(str(file))
     except Exception as e:
         raise TokenizerError(f"{file}: cannot load tokenizer ({e})") from None
+    # Required: without it the default system turn, and so every prompt, would silently change.
     config_file = file.parent / "tokenizer_config.json"
-    default_system = None
-    if config_file.exists():
-        try:
-            config = json.loads(config_file.read_text())
-        except json.JSONDecodeError as e:
-            raise TokenizerError(f"{config_file}: not valid JSON ({e})") from None
-        default_system = default_system_prompt(config.get("chat_template"))
-    return Tokenizer(tok, default_system=default_system)
+    if not config_file.exists():
+        raise TokenizerError(f"{config_file}: missing (a checkpoint in the Hugging Face layout has "
+                             "tokenizer.json and tokenizer_config.json)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise TokenizerError(f"{config_file}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise TokenizerError(f"{config_file}: not UTF-8 text ({e})") from None
+    if not isinstance(config, dict):
+        raise TokenizerError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
+    return Tokenizer(tok, default_system=default_system_prompt(config.get("chat_template")))

@@ -4,28 +4,35 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from cascadener.qwen2.checkpoint import DTYPES
 from cascadener.qwen2.lora import ALL_TARGETS, LoRAConfig
 
 TASKS = ("extract", "classify", "joint")
-DTYPES = ("bf16", "fp32")
 
 # Fields that steer the run without changing its trajectory: they may differ on --resume. (Not
 # `steps`: the cosine schedule is laid out over the total.)
-RUN_CONTROL = ("out", "resume", "merge", "save_every", "eval_every", "log_every", "stop_after")
+RUN_CONTROL = ("out", "resume", "merge", "save_every", "eval_every", "log_every", "stop_after", "device")
+
+
+class TrainError(ValueError):
+    """A run that cannot start as asked (its message says why and what to do)."""
 
 
 @dataclass
 class TrainConfig:
     task: str                               # "extract": sentence -> marked sentence; "classify": mention -> type;
                                             # "joint": both, one adapter for the two stages
-    data: str                               # CoNLL column file, GEIC .json or .jsonl
     base: str                               # base checkpoint directory (official HF layout)
     out: str                                # adapter, checkpoints and logs go here
+    data: str | None = None                 # CoNLL column file, GEIC .json or .jsonl
+    mixture: str | None = None              # or a mixture of datasets (training/mixture.py), TOML or JSON
+    init_adapter: str | None = None         # start from this adapter (PEFT layout) instead of fresh LoRA weights
     dev: str | None = None                  # labelled dev file: span F1 every eval_every steps, best kept
     dev_sample: int = 200                   # stratified dev subset (generation is slow on CPU)
     prompt_format: str = "prefix"           # prompts.py format: prefix or joint (the project's adapters) or paper
     system: str | None = None               # system prompt; None = the format's own
-    categories: str | None = None           # category tree for classify (default: the dataset's own types, flat)
+    categories: str | None = None           # category tree for --data (default: the dataset's own types, flat);
+                                            # with a mixture, the tree of the dev set only
     shots: int | None = None                # train on a stratified few-shot sample of this many sentences
     steps: int | None = None                # optimizer steps; None = `epochs` passes over the data
     epochs: float = 1.0
@@ -49,13 +56,18 @@ class TrainConfig:
     log_every: int = 1
     resume: bool = False
     merge: bool = False                     # also write base + adapter merged, official layout, to OUT/merged
-    stop_after: int | None = None           # testing hook: die (os._exit) after this step, saving nothing
+    stop_after: int | None = None           # testing hook: raise Crash after this step, saving nothing
+    device: str = "auto"                    # auto (CUDA when there is one), cpu, cuda or cuda:N (one process)
 
     def __post_init__(self) -> None:
+        if (self.data is None) == (self.mixture is None):
+            raise ValueError("give the training data as data or as mixture (one of them)")
+        if self.mixture is not None and self.shots is not None:
+            raise ValueError("shots applies to data; a mixture names each source's sentences itself")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         for name in ("batch_size", "grad_accum", "lora_rank", "max_len", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
+from cascadener.engine.device import resolve_device
+
 
 @dataclass(frozen=True)
 class World:
@@ -51,9 +53,10 @@ class World:
             dist.barrier()
 
 
-def init() -> World:
+def init(device: str = "auto") -> World:
+    """One process on `device` (auto: CUDA when there is one), or torchrun's processes, one GPU each."""
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return World(device=torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        return World(device=resolve_device(device))
     local = int(os.environ["LOCAL_RANK"])
     if torch.cuda.is_available():
         torch.cuda.set_device(local)

@@ -3,8 +3,9 @@
 Extraction: one example per sentence, answered by the sentence with its entities wrapped in ##.
 Classification: one example per gold mention and hierarchy level, with candidate lists rewritten by
 dynamic categorization (geic/categorize.py). Joint: both, for one adapter serving both stages.
-Every prompt string comes from prompts.py, so what the adapters learn is exactly what infer.py
-will ask.
+A mixture (mixture.py) brings views instead: one offered list per sentence across datasets,
+the extraction answer marking only the mentions of offered types (view_examples). Every prompt
+string comes from prompts.py, so what the adapters learn is exactly what infer.py will ask.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cascadener.data.labels import dataset_types, load_labelled, on_tree
-from cascadener.geic.categorize import Dynamic, examples as categorized
+from cascadener.geic.categorize import Dynamic, View, examples as categorized
 from cascadener.geic.hierarchy import UNKNOWN, Hierarchy
 from cascadener.geic.sampling import few_shot
 from cascadener.geic.spans import Document
@@ -26,19 +27,22 @@ from cascadener.qwen2.tokenizer import IM_END, Tokenizer
 # hint "If none of them applied, return unknown.": with it on some examples that still have their
 # answer listed, the hint allows "unknown" without giving it away, and without the hint the
 # answer is always on the list, as at inference without --zero-shot.
-HINT_RATE = 0.5
+HINT_RATE = Dynamic().hint
 
 
 @dataclass(frozen=True)
 class ChatExample:
     messages: list[Message]     # the conversation up to the user's query
     answer: str                 # what the assistant should reply
+    learn_turns: bool = False   # the assistant turns in `messages` are targets too: one conversation
+                                # down a category tree trains the answer at every level
 
 
 @dataclass(frozen=True)
 class TokenizedExample:
     ids: list[int]
     loss_mask: list[bool]       # True on the tokens to learn: the answer and its closing <|im_end|>
+                                # (with learn_turns, the earlier assistant turns too)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -106,6 +110,27 @@ def chat_examples(task: str, docs: Sequence[Document], tree: Hierarchy, fmt: Pro
     return out
 
 
+def view_examples(view: View, task: str, fmt: PromptFormat) -> list[ChatExample]:
+    """A view's conversations: the sentence marked with the mentions of offered types (with every
+    mention when the format's extraction prompt lists no types), and the questions on its mentions.
+    A question that the next level's conversation already asks, with the same list and answer, as
+    an earlier turn is not asked again: that conversation learns its turns (learn_turns)."""
+    out = []
+    if task in ("extract", "joint"):
+        marked = view.marked if fmt.lists_types else view.mentions
+        out.append(ChatExample(fmt.extraction(view.text, view.types, view.zero_shot),
+                               fmt.extraction_answer(Document(view.text, list(marked)))))
+    if task in ("classify", "joint"):
+        questions = view.examples
+        for e, after in zip(questions, [*questions[1:], None]):
+            asked_again = (after is not None and after.span == e.span and after.history
+                           and after.history[-1] == (e.candidates, e.answer))
+            if not asked_again:
+                out.append(ChatExample(fmt.classification(view.text, e.span, e.candidates, view.zero_shot, e.history),
+                                       fmt.classification_answer(e.answer), learn_turns=True))
+    return out
+
+
 # --- tokens -------------------------------------------------------------------------------------
 
 def tokenize(example: ChatExample, tokenizer: Tokenizer) -> TokenizedExample:
@@ -116,7 +141,18 @@ def tokenize(example: ChatExample, tokenizer: Tokenizer) -> TokenizedExample:
         raise ValueError(f"the tokenizer has no {IM_END} token: not a ChatML (Qwen2) tokenizer")
     prompt = tokenizer.encode(tokenizer.apply_chat_template(example.messages, add_generation_prompt=True))
     answer = tokenizer.encode(example.answer) + [end]
-    return TokenizedExample(prompt + answer, [False] * len(prompt) + [True] * len(answer))
+    mask = [False] * len(prompt)
+    if example.learn_turns:
+        for j, m in enumerate(example.messages):
+            if m["role"] != "assistant":
+                continue
+            # the turn's tokens, where the whole prompt has them (special tokens split the text,
+            # so a turn encodes alone as it does in place; checked, never assumed)
+            start = len(tokenizer.encode(tokenizer.apply_chat_template(example.messages[:j])))
+            turn = tokenizer.encode(m["content"]) + [end]
+            if prompt[start:start + len(turn)] == turn:
+                mask[start:start + len(turn)] = [True] * len(turn)
+    return TokenizedExample(prompt + answer, mask + [True] * len(answer))
 
 
 def tokenize_all(examples: Sequence[ChatExample], tokenizer: Tokenizer,

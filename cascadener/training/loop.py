@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import sys
 import time
+from collections import Counter
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +31,7 @@ from cascadener.engine.chat import ChatEngine
 from cascadener.geic.hierarchy import Hierarchy
 from cascadener.geic.sampling import stratified_subset
 from cascadener.geic.spans import Document
-from cascadener.qwen2.lora import inject, load_adapter, save_adapter
+from cascadener.qwen2.lora import inject, load_adapter, lora_layers, save_adapter
 from cascadener.qwen2.model import Qwen2
 from cascadener.ner.pipeline import Options
 from cascadener.ner.prompts import get_format
@@ -40,14 +40,19 @@ from cascadener.training import distributed
 from cascadener.training.batches import Batch, Plan, collate
 from cascadener.training.checkpointing import (BEST, TrainState, checkpoint_dir, load_training_state, save_best, save_checkpoint,
                             save_merged)
-from cascadener.training.config import TrainConfig
+from cascadener.training.config import TrainConfig, TrainError
 from cascadener.training.distributed import World
 from cascadener.training.evaluation import dev_scores
-from cascadener.data.labels import load_labelled
-from cascadener.training.examples import TokenizedExample, chat_examples, load_task_data, tokenize_all
+from cascadener.data.labels import dataset_types, load_labelled
+from cascadener.training.examples import (TokenizedExample, chat_examples, load_task_data, tokenize_all,
+                                          view_examples)
+from cascadener.training.mixture import describe, load_mixture, read_mixture
 
 CONFIG_FILE, LOG_FILE, DEV_LOG_FILE = "train_config.json", "train_log.jsonl", "dev_log.jsonl"
-STOP_EXIT = 75      # exit status of a --stop-after "crash"
+
+
+class Crash(Exception):
+    """--stop-after: the run stops dead after a step, saving nothing (tests of --resume)."""
 
 
 # --- model ----------------------------------------------------------------------------------------
@@ -59,10 +64,18 @@ def build_model(cfg: TrainConfig, device: torch.device, adapter: Path | None = N
     is what the matmuls run in anyway."""
     model = load_model(cfg.base, torch.bfloat16 if cfg.dtype == "bf16" else torch.float32, device)
     torch.manual_seed(cfg.seed)                     # the same adapter init in every process
+    adapter = adapter or (Path(cfg.init_adapter) if cfg.init_adapter else None)
     if adapter is None:
         inject(model, cfg.lora())
     else:
-        load_adapter(model, adapter, merge=False)
+        loaded, wanted = load_adapter(model, adapter, merge=False), cfg.lora()
+        if (loaded.r, loaded.lora_alpha, sorted(loaded.target_modules)) != (
+                wanted.r, wanted.lora_alpha, sorted(wanted.target_modules)):
+            raise TrainError(f"{adapter}: adapter has rank {loaded.r}, alpha {loaded.lora_alpha:g}, targets "
+                             f"{','.join(loaded.target_modules)}; the run asks rank {wanted.r}, alpha "
+                             f"{wanted.lora_alpha:g}, targets {','.join(wanted.target_modules)}")
+        for layer in lora_layers(model).values():   # the run's dropout, not the adapter's
+            layer.dropout.p = cfg.lora_dropout
     if cfg.grad_checkpoint:
         checkpoint_blocks(model)
     return model.train()
@@ -189,39 +202,50 @@ def check_out_dir(cfg: TrainConfig, out: Path, resuming: bool) -> None:
     saved = out / CONFIG_FILE
     if not resuming:
         if checkpoint_dir(out) is not None:
-            raise SystemExit(f"error: {out} holds a checkpoint of another run: pass --resume to continue "
+            raise TrainError(f"{out} holds a checkpoint of another run: pass --resume to continue "
                              f"it, or choose another --out")
         return
     differences = cfg.trajectory_differences(json.loads(saved.read_text()))
     if differences:
-        raise SystemExit(f"error: --resume with settings that differ from the run in {out}: "
+        raise TrainError(f"--resume with settings that differ from the run in {out}: "
                          f"{', '.join(differences)}")
 
 
 @dataclass
 class Data:
     examples: list[TokenizedExample]
-    tree: Hierarchy                 # the classifier's categories (flat: the data's own types)
+    tree: Hierarchy | None          # the categories dev F1 is scored on (flat: the data's own types)
     dev: list[Document]
     summary: str
 
 
 def load_data(cfg: TrainConfig, tokenizer: Tokenizer) -> Data:
-    docs, tree = load_task_data(cfg.data, cfg.categories, cfg.shots, cfg.seed)
-    chats = chat_examples(cfg.task, docs, tree, get_format(cfg.prompt_format, cfg.system), cfg.seed)
-    examples, too_long = tokenize_all(chats, tokenizer, cfg.max_len)
+    fmt = get_format(cfg.prompt_format, cfg.system)
+    if cfg.mixture:
+        loaded, views = load_mixture(read_mixture(cfg.mixture), cfg.seed)
+        chats = [(name, chat) for name, view in views for chat in view_examples(view, cfg.task, fmt)]
+        examples, too_long = tokenize_all([chat for _, chat in chats], tokenizer, cfg.max_len)
+        what = f"{cfg.mixture} ({len(views)} sentence views)\n{describe(loaded, Counter(n for n, _ in chats))}\n"
+        tree = Hierarchy.load(cfg.categories) if cfg.categories else None
+    else:
+        docs, tree = load_task_data(cfg.data, cfg.categories, cfg.shots, cfg.seed)
+        chats = chat_examples(cfg.task, docs, tree, fmt, cfg.seed)
+        examples, too_long = tokenize_all(chats, tokenizer, cfg.max_len)
+        what = f"{len(docs)} sentences{f'; labels {tree.roots}' if cfg.task != 'extract' else ''}; "
     if not examples:
-        raise SystemExit(f"error: no training examples in {cfg.data} (after --shots and --max-len)")
-    dev = stratified_subset(load_labelled(cfg.dev, tree), cfg.dev_sample, cfg.seed) if cfg.dev else []
-    summary = (f"{cfg.task}: {len(examples)} examples from {len(docs)} sentences"
-               f"{f' ({too_long} longer than --max-len left out)' if too_long else ''}, "
-               f"{sum(e.n_targets for e in examples)} answer tokens"
-               f"{f'; labels {tree.roots}' if cfg.task != 'extract' else ''}; {len(dev)} dev sentences")
+        raise TrainError(f"no training examples in {cfg.data or cfg.mixture} (after --shots and --max-len)")
+    dev = load_labelled(cfg.dev, tree) if cfg.dev else []
+    if dev and tree is None:            # a mixture without --categories: the dev set's own types
+        tree = Hierarchy.flat(dataset_types(dev))
+    dev = stratified_subset(dev, cfg.dev_sample, cfg.seed)
+    summary = (f"{cfg.task}: {len(examples)} examples from {what}"
+               f"{f'{too_long} longer than --max-len left out, ' if too_long else ''}"
+               f"{sum(e.n_targets for e in examples)} answer tokens; {len(dev)} dev sentences")
     return Data(examples, tree, dev, summary)
 
 
 def train(cfg: TrainConfig) -> TrainState:
-    world = distributed.init()
+    world = distributed.init(cfg.device)
     try:
         return run(cfg, world)
     finally:
@@ -258,7 +282,7 @@ def run(cfg: TrainConfig, world: World) -> TrainState:
         state.step += 1
         progress.step(state.step, result)
         if cfg.stop_after == state.step:
-            os._exit(STOP_EXIT)         # a simulated crash: no save, no cleanup
+            raise Crash(f"--stop-after {state.step}")
         if data.dev and (state.step == total or (cfg.eval_every and state.step % cfg.eval_every == 0)):
             evaluate(cfg, world, engine, options, data, state, out)
         if world.is_main and (state.step == total or (cfg.save_every and state.step % cfg.save_every == 0)):

@@ -1,8 +1,9 @@
-"""Copy-constrained, copy-speculative extraction decoding (cascadener.engine.copydecode).
+"""The copy constraint (cascadener.ner.copy) and copy-speculation through the engine.
 
 The tiny random model marks text wildly (it loves `#`), which is what the constraint tests want:
 whatever it prefers, the output must parse back to the exact source. Equalities are checked in
-float32, where a wider forward changes logits by ~1e-6 only.
+float32, where a wider forward changes logits by ~1e-6 only. That a copy comes out the same in
+any batch and with or without the prefix cache is an engine invariant (tests/test_engine.py).
 """
 from __future__ import annotations
 
@@ -14,12 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cascadener import SamplingParams, generate, load_model, load_tokenizer
-from cascadener.qwen2.cache import StaticKVCache
-from cascadener.engine.copydecode import CopyConstraint, Picker, copy_mark
-from cascadener.engine.copydecode.automaton import HASH
-from cascadener.engine.generation import PrefillCounter
+from cascadener.engine.sampling import distribution
+from cascadener.engine.scheduler import N_DRAFT
 from cascadener.geic import markup
-from cascadener.engine.prefix_cache import PrefixCache
+from cascadener.ner.copy import HASH, CopyConstraint
 from cascadener.ner.prompts import get_format
 
 SOURCES = ["Kobe was in NBA", "Angela Merkel visited Paris and Berlin in June.", "東京は日本の首都です。",
@@ -35,6 +34,16 @@ def prompt(tok, text: str) -> list[int]:
     return tok.encode(tok.apply_chat_template(get_format("paper").extraction(text)))
 
 
+def copy_mark(model, tok, prompts, sources, n_draft=N_DRAFT, max_new_tokens=None, **sampling):
+    """Each source copied under its constraint through the engine; the text decoded."""
+    automata = [CopyConstraint.for_tokenizer(tok).for_source(s) for s in sources]
+    params = [SamplingParams(max_new_tokens=max_new_tokens or a.max_tokens, **sampling) for a in automata]
+    gens = generate(model, prompts, params, automata, n_draft=n_draft, batch_size=64)
+    for g in gens:
+        g.text = tok.decode(g.tokens)
+    return gens
+
+
 def unmarked(source: str, output: str) -> str:
     """The output with its marks taken out (and escapes undone), as markup.parse reads it."""
     return markup._read(output, markup.escaped(source))[0]
@@ -46,7 +55,7 @@ def reachable_states(automaton, limit: int = 60):
     while queue and len(seen) < limit:
         state = queue.pop(0)
         for nxt in automaton.allowed(state).next.values():
-            if nxt not in seen:
+            if nxt is not None and nxt not in seen:
                 seen.add(nxt)
                 queue.append(nxt)
     return seen
@@ -136,7 +145,7 @@ def test_restricted_head_picks_the_full_heads_argmax_over_the_allowed(tiny):
     model, tok = tiny
     for source in SOURCES[:3]:
         p = prompt(tok, source)
-        out = copy_mark(model, tok, [p], [source], speculate=False)[0]
+        out = copy_mark(model, tok, [p], [source], n_draft=0)[0]
         automaton = CopyConstraint.for_tokenizer(tok).for_source(source)
         logits = model(torch.tensor([p + out.tokens]))[0, len(p) - 1:, :tok.vocab_size]
         state = automaton.start
@@ -153,44 +162,13 @@ def test_restricted_head_picks_the_full_heads_argmax_over_the_allowed(tiny):
 def test_speculative_greedy_equals_one_token_at_a_time(tiny, n_draft):
     model, tok = tiny
     prompts = [prompt(tok, s) for s in SOURCES]
-    plain = copy_mark(model, tok, prompts, SOURCES, speculate=False)
+    plain = copy_mark(model, tok, prompts, SOURCES, n_draft=0)
     fast = copy_mark(model, tok, prompts, SOURCES, n_draft=n_draft)
     assert [r.tokens for r in fast] == [r.tokens for r in plain]
-    assert all(r.faithful for r in fast)
+    assert all(r.finish_reason == "stop" for r in fast)
     assert sum(r.accepted_draft_tokens for r in fast) > 0
     assert sum(r.forward_passes for r in fast) < sum(r.forward_passes for r in plain)
     assert all(r.forward_passes == len(r.tokens) + 1 for r in plain)   # one per token and the end
-
-
-def test_a_batch_equals_each_row_alone(tiny):
-    model, tok = tiny
-    prompts = [prompt(tok, s) for s in SOURCES]
-    together = copy_mark(model, tok, prompts, SOURCES)
-    for p, s, r in zip(prompts, SOURCES, together):
-        assert copy_mark(model, tok, [p], [s])[0].tokens == r.tokens
-
-
-@pytest.mark.parametrize("batch_size", [1, 2, 3])
-def test_fewer_rows_than_requests_change_nothing(tiny, batch_size):
-    """Continuous batching: rows are released, requests join in groups and the batch shrinks at
-    the tail; every output is still the one it gets alone, sampled ones included (own seeds)."""
-    model, tok = tiny
-    prompts = [prompt(tok, s) for s in SOURCES]
-    for kw in ({}, {"temperature": 0.9, "seed": 5}):
-        wide = copy_mark(model, tok, prompts, SOURCES, **kw)
-        narrow = copy_mark(model, tok, prompts, SOURCES, batch_size=batch_size, **kw)
-        assert [r.tokens for r in narrow] == [r.tokens for r in wide]
-
-
-def test_a_prefix_cache_is_reused_and_changes_nothing(tiny):
-    model, tok = tiny
-    prompts = [prompt(tok, s) for s in SOURCES[:3]]
-    fresh = copy_mark(model, tok, prompts, SOURCES[:3])
-    tree, counter = PrefixCache(), PrefillCounter()
-    for _ in range(2):
-        cached = copy_mark(model, tok, prompts, SOURCES[:3], prefix_cache=tree, counter=counter)
-        assert [r.tokens for r in cached] == [r.tokens for r in fresh]
-    assert counter.computed < counter.requested
 
 
 def test_a_budget_cuts_the_copy_short(tiny):
@@ -198,7 +176,7 @@ def test_a_budget_cuts_the_copy_short(tiny):
     source = SOURCES[1]
     full = copy_mark(model, tok, [prompt(tok, source)], [source])[0]
     cut = copy_mark(model, tok, [prompt(tok, source)], [source], max_new_tokens=5)[0]
-    assert cut.tokens == full.tokens[:5] and not cut.faithful and full.faithful
+    assert cut.tokens == full.tokens[:5] and cut.finish_reason == "length" and full.finish_reason == "stop"
 
 
 texts = st.text(alphabet=st.sampled_from(list("ab K.#\\é東\n")), max_size=14)
@@ -210,22 +188,14 @@ def test_every_output_parses_back_to_the_source(tiny, source, temperature, seed)
     model, tok = tiny
     out = copy_mark(model, tok, [prompt(tok, source or "x")], [source], temperature=temperature, seed=seed)[0]
     parsed = markup.parse(source, out.text)
-    assert out.faithful and parsed.dropped == 0 and parsed.unpaired == 0
+    assert out.finish_reason == "stop" and parsed.dropped == 0 and parsed.unpaired == 0
     assert unmarked(source, out.text) == source
     assert all(source[s.start:s.end].strip() for s in parsed.spans)
 
 
 # --- sampling ----------------------------------------------------------------------------------------
 
-def test_picker_filters_like_top_k_then_top_p():
-    picker = Picker(temperature=1.0, top_k=3, top_p=0.7)
-    logits = torch.tensor([0.0, 3.0, float("-inf"), 2.0, 1.0])
-    probs = picker.probs(logits)
-    top3 = torch.softmax(torch.tensor([3.0, 2.0, 1.0]), -1)      # 0.665, 0.245, 0.090
-    assert torch.allclose(probs, torch.tensor([0.0, top3[0] / top3[:2].sum(), 0.0, top3[1] / top3[:2].sum(), 0.0]))
-
-
-def exact_distribution(model, tok, p: list[int], source: str, picker: Picker) -> dict[tuple[int, ...], float]:
+def exact_distribution(model, tok, p: list[int], source: str, params: SamplingParams) -> dict[tuple[int, ...], float]:
     """Every complete constrained output and its probability, by walking the tree of outputs."""
     automaton = CopyConstraint.for_tokenizer(tok).for_source(source)
     out: dict[tuple[int, ...], float] = {}
@@ -234,9 +204,7 @@ def exact_distribution(model, tok, p: list[int], source: str, picker: Picker) ->
         tokens, state, prob = stack.pop()
         allowed = automaton.allowed(state)
         logits = model(torch.tensor([p + list(tokens)]))[0, -1]
-        scores = torch.full_like(logits, float("-inf"))
-        scores[allowed.ids] = logits[allowed.ids]
-        for t, q in enumerate(picker.probs(scores).tolist()):
+        for t, q in zip(allowed.ids.tolist(), distribution(logits[allowed.ids], params).tolist()):
             if q > 0 and t == automaton.end_id:
                 out[tokens] = prob * q
             elif q > 0:
@@ -249,11 +217,10 @@ def test_sampling_follows_the_constrained_distribution(tiny, speculate):
     """2000 sampled runs (one batch) against the exact distribution over complete outputs."""
     model, tok = tiny
     source, n = "ab", 2000
-    picker = Picker(temperature=0.8, top_k=6, top_p=0.95)
     p = prompt(tok, source)
-    exact = exact_distribution(model, tok, p, source, picker)
+    exact = exact_distribution(model, tok, p, source, SamplingParams(temperature=0.8, top_k=6, top_p=0.95))
     assert abs(sum(exact.values()) - 1) < 1e-4 and len(exact) > 5
-    runs = copy_mark(model, tok, [p] * n, [source] * n, speculate=speculate, temperature=0.8,
+    runs = copy_mark(model, tok, [p] * n, [source] * n, n_draft=N_DRAFT if speculate else 0, temperature=0.8,
                      top_k=6, top_p=0.95, seed=0)
     seen = Counter(tuple(r.tokens) for r in runs)
     assert set(seen) <= set(exact)
@@ -261,52 +228,6 @@ def test_sampling_follows_the_constrained_distribution(tiny, speculate):
     assert total_variation < 0.05, total_variation
     if speculate:
         assert sum(r.accepted_draft_tokens for r in runs) > 0
-
-
-# --- the cache methods speculation needs -------------------------------------------------------------
-
-def test_crop_rows_compact_and_grow_keep_exactly_the_accepted_slots(tiny):
-    """Two rows feed three tokens each, keep one and three; whatever is fed next must see what a
-    fresh run of only the kept tokens sees, before and after the holes are compacted away and
-    the buffers grown."""
-    model, tok = tiny
-    a, b = tok.encode("Kobe Bryant played"), tok.encode("Angela")
-    extra_a, extra_b, nxt = tok.encode(" for the"), tok.encode(" Merkel visited"), tok.encode(" Paris")
-
-    def alone(ids: list[int]) -> torch.Tensor:
-        return model(torch.tensor([ids]))[0, -1]
-
-    cache = StaticKVCache.for_model(model, 2, 64)
-    width = max(len(a), len(b))
-    ids = torch.tensor([[0] * (width - len(a)) + a, [0] * (width - len(b)) + b])
-    pad = torch.tensor([[False] * (width - len(a)) + [True] * len(a), [False] * (width - len(b)) + [True] * len(b)])
-    model(ids, cache=cache, pad_mask=pad)
-    start = cache.length
-    model(torch.tensor([extra_a[:1] + [9, 9], extra_b[:3]]), cache=cache)
-    cache.crop_rows([start + 1, start + 3])
-    assert cache.length == start + 3
-    assert cache.next_pos.tolist() == [len(a) + 1, len(b) + 3]
-    step = model(torch.tensor([nxt[:1], nxt[:1]]), cache=cache)[:, -1]
-    assert torch.allclose(step[0], alone(a + extra_a[:1] + nxt[:1]), atol=1e-5)
-    assert torch.allclose(step[1], alone(b + extra_b[:3] + nxt[:1]), atol=1e-5)
-    cache.compact()
-    assert cache.length == max(len(a) + 2, len(b) + 4)
-    cache.grow(80)
-    assert cache.max_len == 80 and cache.k.shape[3] == 80
-    again = model(torch.tensor([[7], [7]]), cache=cache)[:, -1]
-    assert torch.allclose(again[0], alone(a + extra_a[:1] + nxt[:1] + [7]), atol=1e-5)
-    assert torch.allclose(again[1], alone(b + extra_b[:3] + nxt[:1] + [7]), atol=1e-5)
-
-
-def test_crop_rows_with_one_length_is_crop(tiny):
-    model, tok = tiny
-    caches = [StaticKVCache.for_model(model, 2, 32) for _ in range(2)]
-    for c in caches:
-        model(torch.tensor([tok.encode("Kobe Bryant")[:2], tok.encode("in the NBA")[:2]]), cache=c)
-    caches[0].crop(1)
-    caches[1].crop_rows([1, 1])
-    assert caches[0].length == caches[1].length
-    assert torch.equal(caches[0].valid, caches[1].valid) and torch.equal(caches[0].next_pos, caches[1].next_pos)
 
 
 # --- the real checkpoint -----------------------------------------------------------------------------
@@ -332,7 +253,7 @@ def test_real_constrained_and_speculative_equal_plain_greedy_on_a_faithful_copy(
                                                           vocab_limit=tok.vocab_size))[0].tokens
     assert CopyConstraint.for_tokenizer(tok).for_source(source).accepts(plain), tok.decode(plain)
     assert markup.parse(source, tok.decode(plain)).spans        # it did mark something
-    constrained = copy_mark(real_model_fp32, tok, [p], [source], speculate=False)[0]
+    constrained = copy_mark(real_model_fp32, tok, [p], [source], n_draft=0)[0]
     fast = copy_mark(real_model_fp32, tok, [p], [source])[0]
     assert constrained.tokens == plain and fast.tokens == plain
     assert fast.forward_passes < constrained.forward_passes / 2

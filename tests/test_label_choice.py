@@ -1,15 +1,16 @@
-"""Label choice by constrained greedy decoding (cascadener/scoring.py) against a brute-force walk
-of full forwards, and against free greedy decoding when that already yields a candidate."""
+"""The label constraint (cascadener.ner.labels) through the engine: the choice and its probability
+against a brute-force walk of full forwards, and against free greedy decoding when that already
+yields a candidate."""
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cascadener import SamplingParams, generate, load_model, load_tokenizer
-from cascadener.engine.generation import PrefillCounter
-from cascadener.engine.prefix_cache import PrefixCache
-from cascadener.engine.scoring import choose_greedy
+from cascadener.ner.labels import LabelChoice
 
 END = 2
 PROMPTS = ["Kobe Bryant is a", "Paris is a", "The European Union signed a deal with"]
@@ -18,6 +19,14 @@ PROMPTS = ["Kobe Bryant is a", "Paris is a", "The European Union signed a deal w
 @pytest.fixture(scope="module")
 def tiny(tiny_ckpt):
     return load_model(tiny_ckpt, torch.float32), load_tokenizer(tiny_ckpt)
+
+
+def choose_greedy(model, prompts: list[list[int]], candidates: list[list[list[int]]]) -> list[tuple[int, float]]:
+    """(chosen candidate, its probability under the constrained model) per prompt."""
+    choices = [LabelChoice(cs) for cs in candidates]
+    budget = max(len(c) for cs in candidates for c in cs)
+    gens = generate(model, prompts, SamplingParams(max_new_tokens=budget), choices)
+    return [(choice.chosen(g.tokens), math.exp(g.logprob)) for choice, g in zip(choices, gens)]
 
 
 def walk(model, prompt: list[int], candidates: list[list[int]]) -> tuple[int, float]:
@@ -90,21 +99,8 @@ def test_labels_that_differ_in_their_first_token_need_no_decoding_step(tiny):
     assert len(calls) == 1          # the prefill only
 
 
-def test_prefix_cache_and_counter(tiny):
-    model, tok = tiny
-    prompts = [tok.encode(PROMPTS[0] + " famous"), tok.encode(PROMPTS[0] + " great")]
-    cands = [[[10, END], [11, END]]] * 2
-    counter, tree = PrefillCounter(), PrefixCache()
-    first = choose_greedy(model, prompts, cands, counter=counter, prefix_cache=tree)
-    again = choose_greedy(model, prompts, cands, counter=counter, prefix_cache=tree)
-    assert [i for i, _ in first] == [i for i, _ in again]
-    assert [p for _, p in first] == pytest.approx([p for _, p in again], rel=1e-5)
-    assert counter.requested == 2 * sum(map(len, prompts)) and counter.computed < counter.requested
-
-
-def test_bad_candidates_are_refused(tiny):
-    model, tok = tiny
-    with pytest.raises(ValueError, match="non-empty candidate"):
-        choose_greedy(model, [tok.encode("a")], [[[]]])
-    with pytest.raises(ValueError, match="candidate lists"):
-        choose_greedy(model, [tok.encode("a")], [])
+def test_bad_candidates_are_refused():
+    with pytest.raises(ValueError, match="none of them empty"):
+        LabelChoice([[]])
+    with pytest.raises(ValueError, match="at least one candidate"):
+        LabelChoice([])

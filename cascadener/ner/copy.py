@@ -1,5 +1,8 @@
 """The copy constraint: an automaton over output bytes that admits exactly the markings of a source.
 
+Handed to the engine as a request's constraint (cascadener.engine.constraint): `allowed` gives the
+tokens that may come next, `draft` guesses the rest of the copy for copy-speculation.
+
 Extraction asks the model to write the source again with each entity wrapped in `##`
 (`markup.render`). Marking is the model's only freedom, so the constraint is:
 
@@ -9,7 +12,7 @@ Extraction asks the model to write the source again with each entity wrapped in 
   pair), and every mention holds a non-blank character (`markup.parse` would drop a blank one);
 * `<|im_end|>` only once the whole source is copied and no mention is open.
 
-Why bytes and not tokens (research notes B.6): the marks change how the text tokenizes (` New`
+Why bytes and not tokens: the marks change how the text tokenizes (` New`
 becomes `Ġ##` + `New`; `###` and `####` are single tokens), and byte-level BPE splits multi-byte
 characters, so neither the source's token ids nor its characters line up with the output tokens.
 
@@ -34,14 +37,14 @@ still ahead), so constrained decoding cannot get stuck, and an output is at most
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
 
+from cascadener.engine.constraint import END, Allowed
 from cascadener.geic import markup
+from cascadener.ner.vocab import TokenTrie, token_bytes
 from cascadener.qwen2.tokenizer import IM_END, Tokenizer
-from cascadener.engine.copydecode.vocab import TokenTrie, token_bytes
 
 HASH = ord("#")
 
@@ -51,14 +54,6 @@ class CopyState(NamedTuple):
     open: bool          # inside a ## ... ## mention
     content: bool       # the open mention already holds a non-blank character
     half_mark: bool     # one `#` of a mark is written and its partner must come next
-
-
-@dataclass(frozen=True)
-class Allowed:
-    """The tokens allowed in one state, and the state each of them leads to."""
-    ids: torch.Tensor               # sorted ascending, so an argmax over them breaks ties towards
-                                    # the lowest id, exactly as an argmax over the whole vocabulary
-    next: dict[int, CopyState]
 
 
 class CopyConstraint:
@@ -88,13 +83,10 @@ class CopyConstraint:
     def for_source(self, source: str) -> CopyAutomaton:
         return CopyAutomaton(self, source)
 
-    def text(self, tokens: list[int]) -> str:
-        """The output text of ordinary tokens (their bytes joined, then decoded)."""
-        return b"".join(self.vocab[t] for t in tokens).decode("utf-8", errors="replace")
-
 
 class CopyAutomaton:
-    """The constraint for one source text: which tokens may follow an output prefix."""
+    """The constraint for one source text: which tokens may follow an output prefix. States are
+    CopyState tuples; the end token is allowed once the copy is complete, and ends the answer."""
 
     def __init__(self, constraint: CopyConstraint, source: str):
         self.constraint = constraint
@@ -190,10 +182,13 @@ class CopyAutomaton:
                     nexts.update(dict.fromkeys(trie.tokens_at(child), after))
                     stack.append((child, after))
         if self.can_end(state):
-            nexts[self.end_id] = state
+            nexts[self.end_id] = END
         if not nexts:   # only a vocabulary without some single-byte token could do this
             raise RuntimeError(f"no token can continue the copy of {self.source!r} from {state}")
         return Allowed(torch.tensor(sorted(nexts), dtype=torch.long), nexts)
+
+    def done(self, state: CopyState) -> bool:
+        return False            # a copy ends with its end token
 
     def draft(self, state: CopyState, n: int) -> list[int]:
         """Up to n tokens guessing the model goes on copying without marks: the tokenizer's own
