@@ -164,7 +164,7 @@ trees = st.sampled_from([("flat", FLAT), ("politics", POLITICS), ("small", H)])
 @st.composite
 def corpora(draw):
     name, tree = draw(trees)
-    labels = tree.leaves() if name == "small" else tree.roots
+    labels = [p[-1] for p in tree.paths() if tree.is_leaf(p)] if name == "small" else tree.roots
     docs = flat_docs(draw(st.lists(st.lists(st.sampled_from(labels), max_size=4), min_size=1, max_size=6)))
     return tree, docs
 

@@ -17,6 +17,14 @@ def dynamicner_dir() -> Path:
     return dataset_file("dynamicner/DynamicNER.json").parent
 
 
+def level(h: Hierarchy, n: int) -> list[str]:
+    return [p[-1] for p in h.paths() if len(p) == n]
+
+
+def leaves(h: Hierarchy) -> list[str]:
+    return [p[-1] for p in h.paths() if h.is_leaf(p)]
+
+
 @pytest.fixture
 def small() -> Hierarchy:
     return Hierarchy.load(SMALL, synonyms={"city": ["town", "municipality"], "person": ["human"]})
@@ -25,12 +33,12 @@ def small() -> Hierarchy:
 def test_small_tree_shape(small):
     assert small.roots == ["person", "location", "facility", "miscellaneous"]
     assert small.depth() == 3
-    assert small.level(2) == ["real person", "fictional figure", "city", "address",
+    assert level(small, 2) == ["real person", "fictional figure", "city", "address",
                               "transportation facility"]
     assert small.children("real person") == ["politician", "athlete"]
     assert small.children(("location", "address")) == ["address", "road"]
     assert small.children("miscellaneous") == []
-    assert small.leaves() == ["politician", "athlete", "other figure", "city", "address", "road",
+    assert leaves(small) == ["politician", "athlete", "other figure", "city", "address", "road",
                               "airport", "other transportation facility", "miscellaneous"]
 
 
@@ -56,9 +64,8 @@ def test_ambiguous_leaf_names_raise():
 
 def test_unknown_synonyms_and_missing_names(small):
     assert small.path(UNKNOWN) == (UNKNOWN,) and small.children(UNKNOWN) == []
-    assert small.canonical("Town") == "city" and small.path("municipality") == ("location", "city")
-    assert small.canonical("spaceship") == UNKNOWN
-    assert small.synonyms_of("City") == ["town", "municipality"] and small.synonyms_of("road") == []
+    assert small.path("Town") == small.path("municipality") == ("location", "city")
+    assert small.synonyms == {"city": ["town", "municipality"], "person": ["human"]}
     with pytest.raises(KeyError):
         small.path("spaceship")
 
@@ -81,7 +88,7 @@ def test_levels_format_and_flat_labels(tmp_path):
     assert h.paths() == [("person",), ("person", "real person"), ("person", "real person", "athlete"),
                          ("person", "real person", "actor"), ("location",)]
     flat = Hierarchy.flat(["PER", "ORG", "LOC", "MISC"])
-    assert flat.depth() == 1 and flat.leaves() == ["per", "org", "loc", "misc"]
+    assert flat.depth() == 1 and leaves(flat) == ["per", "org", "loc", "misc"]
     assert flat.path("Per") == ("per",)
 
 
@@ -110,12 +117,12 @@ def test_normalize():
 
 def test_dynamicner_levels_file():
     h = Hierarchy.load(dynamicner_dir() / "DynamicNER.json")
-    assert [len(h.level(n)) for n in (1, 2, 3)] == [8, 31, 155]
-    assert h.depth() == 3 and len(h.leaves()) == len(set(h.leaves())) == 155
+    assert [len(level(h, n)) for n in (1, 2, 3)] == [8, 31, 155]
+    assert h.depth() == 3 and len(leaves(h)) == len(set(leaves(h))) == 155
     # Names repeated across levels; path() still resolves every leaf to its one leaf.
     assert set(h.duplicates()) == {"miscellaneous", "address", "other product", "other facility",
                                    "other art", "biological", "other scientific entity"}
-    assert all(h.path(leaf)[-1] == leaf and len(h.path(leaf)) == 3 for leaf in h.leaves())
+    assert all(h.path(leaf)[-1] == leaf and len(h.path(leaf)) == 3 for leaf in leaves(h))
     assert h.path("biological") == ("product", "weapon", "biological")
     assert h.children(("science entity", "biological"))[:2] == ["protein", "species"]
 

@@ -291,7 +291,7 @@ def test_error_records_in_the_output_format(tmp_path, capsys, fmt, to_file):
         assert [r.get("text", r.get("line")) for r in json.loads(text)] == ["Ada in Paris", 2, 3, "Bob"]
 
 
-@pytest.mark.parametrize("fmt", sorted(infer.FORMATS))
+@pytest.mark.parametrize("fmt", sorted(infer.OUTPUT_FORMATS))
 def test_a_document_a_view_cannot_show_becomes_an_error_in_it(fmt):
     overlapping = Document("New York City", [Span(0, 8, "location"), Span(4, 13, "location")], id="n")
     writer, tally = jobs.writer_for(fmt), jobs.Tally()
@@ -327,7 +327,7 @@ def blank(line: bytes) -> bool:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.lists(random_line(), max_size=120), st.sampled_from(sorted(infer.FORMATS)),
+@given(st.lists(random_line(), max_size=120), st.sampled_from(sorted(infer.OUTPUT_FORMATS)),
        st.sampled_from(jobs.INPUT_FORMATS), st.integers(1, 50))
 def test_fuzz_reader_and_writers(lines, fmt, input_format, chunk):
     """Any bytes in, every format out: no traceback, one record per non-blank line, in order."""

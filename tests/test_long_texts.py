@@ -64,7 +64,9 @@ def test_a_text_without_sentence_ends_is_classified_segment_by_segment(tiny_ckpt
     doc = ner.predict(text, labels=["person", "location"])
 
     pieces = segments(text, MAX_CHARS)
-    assert len(pieces) > 5 and recording.extracted == [text[s:e] for s, e in pieces]
+    # every segment asked, a repeated one once per call (this text repeats itself)
+    assert len(pieces) > 5 and set(recording.extracted) == {text[s:e] for s, e in pieces}
+    assert len(recording.extracted) < len(pieces) if per_call >= len(pieces) else True
     assert doc.spans and len(recording.classified) == len(doc.spans)       # the random model marks plenty
     for span in doc.spans:                      # found in one segment, asked about in exactly that one
         s, e = next(p for p in pieces if p[0] <= span.start and span.end <= p[1])

@@ -156,25 +156,6 @@ def test_real_model_finds_known_entities_with_valid_offsets(real_ckpt):
     assert all(text[s.start:s.end] == s.surface(text) and s.label for s in doc.spans)
 
 
-def test_engine_answers_do_not_depend_on_batching(tiny_ckpt):
-    """What the naive engine (one prompt at a time) and the batched, prefix-sharing engine generate
-    is the same text, token for token: the raw outputs the cascade parses."""
-    from cascadener.engine.chat import ChatEngine
-    from cascadener.ner.prompts import get_format
-    fmt = get_format("paper")
-    convs = [fmt.extraction(t) for t in ("Kobe Bryant played for the Lakers.", "Angela Merkel visited Paris.",
-                                         "北京是首都。", "short", "The European Union signed a deal with Japan.")]
-    naive = ChatEngine.load(tiny_ckpt, dtype=torch.float32, batch_size=1, reuse_prefixes=False)
-    fast = ChatEngine.load(tiny_ckpt, dtype=torch.float32, batch_size=4)
-    params = naive.sampling(False, 24)
-    a, b = naive.complete(convs, params), fast.complete(convs, params)
-    assert [c.text for c in a] == [c.text for c in b] and all(c.tokens for c in a)
-    assert fast.counter.computed < fast.counter.requested == naive.counter.requested == naive.counter.computed
-    fast.counter = PrefillCounter()
-    again = fast.complete(convs, params)                  # now every prompt but its last token is cached
-    assert [c.text for c in again] == [c.text for c in a] and fast.counter.computed == len(convs)
-
-
 def test_joint_format_classification_reuses_the_extraction_prompts(tiny_ckpt):
     """One adapter for both stages: CascadeNER.load shares one engine, so its prefix cache holds
     each sentence from the extraction prompt when the mentions are classified, and the answers
@@ -198,3 +179,18 @@ def test_joint_format_classification_reuses_the_extraction_prompts(tiny_ckpt):
     assert [[s.path for s in ss] for ss in warm] == [[s.path for s in ss] for ss in cold]
     sentence_tokens = sum(engine.count_tokens(t) for t in texts)
     assert warm_computed <= cold_computed - sentence_tokens + 2 * len(texts)   # at most the seam re-read
+
+
+def test_after_forget_a_call_computes_what_a_fresh_pipeline_computes(tiny_ckpt):
+    """bfloat16: a prefix cached by an earlier, differently shaped batch rounds differently; after
+    forget() the next call's scores are exactly a fresh load's (what a resumed job relies on)."""
+    opts = Options(k=1, prompt_format="joint")
+    first = ["Kobe Bryant played for the Lakers in Los Angeles.", "Angela Merkel visited Paris."]
+    second = ["Kobe Bryant played for the Lakers.", "Angela Merkel visited Paris and Berlin."]
+    fresh = CascadeNER.load(model=tiny_ckpt, options=opts).predict_batch(second, labels=["person", "location"])
+    ner = CascadeNER.load(model=tiny_ckpt, options=opts)
+    ner.predict_batch(first, labels=["person", "location"])
+    assert ner.extractor.prefix_cache.size > 0
+    ner.forget()
+    assert ner.extractor.prefix_cache.size == 0
+    assert ner.predict_batch(second, labels=["person", "location"]) == fresh

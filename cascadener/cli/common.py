@@ -149,6 +149,8 @@ def load_pipeline(args: argparse.Namespace, demos=()) -> CascadeNER:
     if args.adapter and (args.extractor_adapter or args.classifier_adapter or args.extractor):
         raise SystemExit("error: --adapter serves both stages of one --model; it does not go with "
                          "--extractor, --extractor-adapter or --classifier-adapter")
+    if args.int8 and resolve_device(args.device).type != "cpu":
+        raise SystemExit("error: --int8 is a CPU form of the linears; use it with --device cpu")
     set_threads(args.threads)
     try:
         model = None if args.extractor else find_checkpoint(args.model)

@@ -14,8 +14,8 @@ exit status is 1.
 Jobs with --output: records are tagged --chunk at a time (default 256) and each chunk is saved as it
 finishes in OUTPUT.partial/, with a progress line on stderr. OUTPUT itself appears (or is replaced) only
 when the job is complete, in every format. If the job stops (Ctrl-C, SIGTERM, a kill, a crash), run the
-same command again: it continues after the last saved record and writes what an uninterrupted run writes
-(scores may differ in their last digits: the engine reuses the cached keys of earlier prompts). Ctrl-C
+same command again: it continues after the last saved record and writes what an uninterrupted run writes,
+byte for byte (each chunk is computed from a fresh prefix cache, and chunks keep their boundaries). Ctrl-C
 and SIGTERM exit at once with status 130/143 (a chunk being saved is saved first). A folder left by a job
 with other settings is refused; delete it to start over. Without --output, records go to stdout a chunk
 at a time (an html page at the end) and nothing is resumable.
@@ -39,9 +39,10 @@ from typing import Any, Iterator
 from cascadener.cli import jobs
 from cascadener.cli.common import add_model_args, categories_from_args, demos_from_args, load_pipeline
 from cascadener.cli.jobs import JobError, JobFolder, Record
+from cascadener.geic.spans import Document
 from cascadener.ner import render
 
-FORMATS = ("pretty", "json", "jsonl", "html", "conll")
+OUTPUT_FORMATS = ("pretty", "json", "jsonl", "html", "conll")
 CHUNK = 256      # big enough for the engine to keep its batches full, small enough to save work often
 # Options that change what is tagged: a job resumes only with the same values (--chunk, --batch-size
 # and --format may change between runs).
@@ -60,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
                    help="lines: every line is a text; jsonl: every line a JSON object; auto (default): jsonl "
                         "when the first non-blank line is a JSON object, else lines")
     p.add_argument("--lang", default="en", help="language of --text / plain lines (zh and ja render without spaces)")
-    p.add_argument("--format", choices=FORMATS, default=None,
+    p.add_argument("--format", choices=OUTPUT_FORMATS, default=None,
                    help="default: pretty for --text, jsonl for --input; json for --input is one array")
     p.add_argument("--output", help="write here instead of stdout (a resumable job, see above)")
     p.add_argument("--no-color", action="store_true", help="plain brackets in pretty output")
@@ -156,7 +157,11 @@ def settings(args: argparse.Namespace, world: int) -> dict[str, Any]:
 def load(args: argparse.Namespace, tree: Any) -> jobs.Tagger:
     """The pipeline as a Tagger (what it cannot load ends the program with one line `error: ...`)."""
     ner = load_pipeline(args, demos=demos_from_args(args, tree))
-    return lambda texts: ner.predict_batch(texts, categories=tree)
+
+    def tag(texts: list[str]) -> list[Document]:
+        ner.forget()        # each chunk computed from scratch: a resumed job writes the same scores
+        return ner.predict_batch(texts, categories=tree)
+    return tag
 
 
 @dataclass

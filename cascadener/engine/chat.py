@@ -84,6 +84,11 @@ class ChatEngine:
         return [Completion(self.tokenizer.decode(g.tokens), g.tokens, g.finish_reason == "stop", g.logprob)
                 for g in gens]
 
+    def forget(self) -> None:
+        """Drop every cached prefix: what comes next is computed exactly as after a fresh load."""
+        if self.prefix_cache is not None:
+            self.prefix_cache = PrefixCache(self.prefix_cache.budget)
+
     @property
     def pad_id(self) -> int:
         return self.tokenizer.stop_ids[-1] if self.tokenizer.stop_ids else 0

@@ -57,8 +57,10 @@ def pack_linears(model: Qwen2) -> Qwen2:
 
 
 def prepare_for_inference(model: Qwen2, int8: bool = False) -> Qwen2:
-    """The fastest form this machine offers: int8 when asked, else packed on a CPU with oneDNN,
-    else the model as loaded."""
+    """The fastest form this machine offers: int8 when asked (CPU only), else packed on a CPU with
+    oneDNN, else the model as loaded (on CUDA: plain linears)."""
+    if int8 and model.device.type != "cpu":
+        raise ValueError(f"int8 linears are a CPU form; the model is on {model.device}")
     if int8:
         return quantize_int8(model)
     if model.device.type == "cpu" and packed_linear.available():

@@ -185,7 +185,7 @@ class Hierarchy:
                 raise KeyError(f"synonyms given for {name!r}, which is not in the hierarchy")
             self.synonyms[name] = [normalize(a) for a in alts]
             for alt in self.synonyms[name]:
-                # A synonym must name one thing, or canonical() would have to guess.
+                # A synonym must name one thing, or path() would have to guess.
                 if alt in self._by_name or alt == UNKNOWN:
                     raise ValueError(f"synonym {alt!r} of {name!r} is itself a category name")
                 if owner.setdefault(alt, name) != name:
@@ -213,18 +213,11 @@ class Hierarchy:
         walk(())
         return out
 
-    def level(self, n: int) -> list[str]:
-        """Names of the nodes at depth n (1 = roots)."""
-        return [p[-1] for p in self.paths() if len(p) == n]
-
     def depth(self) -> int:
         return max((len(p) for p in self.paths()), default=0)
 
     def is_leaf(self, p: NodePath) -> bool:
         return not self._children.get(p)
-
-    def leaves(self) -> list[str]:
-        return [p[-1] for p in self.paths() if self.is_leaf(p)]
 
     def duplicates(self) -> dict[str, list[NodePath]]:
         """Names carried by more than one node, with their paths."""
@@ -252,11 +245,3 @@ class Hierarchy:
         if name == UNKNOWN or name in self._by_name:
             return name
         return next((n for n, alts in self.synonyms.items() if name in alts), None)
-
-    def canonical(self, name: str) -> str:
-        """The node name for `name` or a synonym of it; UNKNOWN for anything else (this is how a
-        free-text classifier answer off the tree is read)."""
-        return self._resolve(name) or UNKNOWN
-
-    def synonyms_of(self, name: str) -> list[str]:
-        return list(self.synonyms.get(normalize(name), []))

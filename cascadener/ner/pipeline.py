@@ -126,6 +126,13 @@ class CascadeNER:
         self.stats.seconds += time.perf_counter() - start
         return [Document(t, s, lang=lang) for t, s in zip(texts, typed)]
 
+    def forget(self) -> None:
+        """Drop the engines' cached prefixes. Numbers then depend only on the texts of the next call
+        (in bfloat16 a prefix computed in an earlier, differently shaped batch rounds differently):
+        a resumed job that forgets before every chunk writes what an uninterrupted one writes."""
+        self.extractor.forget()
+        self.classifier.forget()
+
     # --- stage 1: extraction ---------------------------------------------------------------------
 
     def extract(self, texts: Sequence[str], categories: Hierarchy | None = None) -> list[list[Span]]:
@@ -134,13 +141,16 @@ class CascadeNER:
         o, fmt = self.options, self.format
         types = categories.roots if categories is not None else ()
         pieces = [(i, s, e) for i, t in enumerate(texts) for s, e in segments(t, o.max_segment_chars)]
+        # Each distinct segment is asked once: duplicates (common in real corpora) cost nothing, and a
+        # segment's k runs are runs 0..k-1 of its prompt whatever else the call holds, so its samples
+        # do not depend on whether a twin came in the same chunk.
+        unique = list(dict.fromkeys(texts[i][s:e] for i, s, e in pieces))
         # The k runs get identical requests: the engine batches them together, they share one
         # prefill, and each draws from its own stream (seeded by the text and the run's index).
         # Under `constrain` the answer can only be the source plus marks: nothing invented or lost.
         copy = CopyConstraint.for_tokenizer(self.extractor.tokenizer) if o.constrain else None
         convs, params, constraints = [], [], []
-        for i, s, e in pieces:
-            seg = texts[i][s:e]
+        for seg in unique:
             automaton = copy.for_source(seg) if copy is not None else None
             budget = automaton.max_tokens if automaton is not None else 2 * self.extractor.count_tokens(seg) + 32
             convs += [fmt.extraction(seg, types, o.zero_shot)] * o.k
@@ -149,15 +159,19 @@ class CascadeNER:
         outputs = self.extractor.complete(convs, params, constraints)
         self.stats.segments += len(pieces)
         self.stats.extraction_prompts += len(convs)
-        runs_per_text: list[list[list[Span]]] = [[[] for _ in range(o.k)] for _ in texts]
-        for n, (i, s, e) in enumerate(pieces):
-            for run in range(o.k):
-                out = outputs[n * o.k + run]
-                parsed = markup.parse(texts[i][s:e], out.text)
+        found: dict[str, list[list[Span]]] = {}       # segment -> its spans in each run, segment offsets
+        for u, seg in enumerate(unique):
+            found[seg] = []
+            for out in outputs[u * o.k:(u + 1) * o.k]:
+                parsed = markup.parse(seg, out.text)
                 self.stats.unaligned_marks += parsed.dropped
                 self.stats.truncated_outputs += not out.finished
                 self.stats.unfaithful_outputs += not parsed.faithful
-                runs_per_text[i][run] += [Span(sp.start + s, sp.end + s) for sp in parsed.spans]
+                found[seg].append(parsed.spans)
+        runs_per_text: list[list[list[Span]]] = [[[] for _ in range(o.k)] for _ in texts]
+        for i, s, e in pieces:
+            for run, spans in enumerate(found[texts[i][s:e]]):
+                runs_per_text[i][run] += [Span(sp.start + s, sp.end + s) for sp in spans]
         return [fusion.fuse(runs, min_votes=o.min_votes) for runs in runs_per_text]
 
     # --- stage 2: classification -----------------------------------------------------------------
