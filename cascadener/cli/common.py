@@ -78,7 +78,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--k", type=positive, default=3, help="extraction runs fused by union (1 = greedy)")
     g.add_argument("--min-votes", type=positive, default=1,
                    help="keep spans found in at least this many runs (at most --k)")
-    g.add_argument("--prompt-format", choices=sorted(PROMPT_FORMATS), default="paper")
+    g.add_argument("--prompt-format", choices=sorted(PROMPT_FORMATS), default="paper",
+                   help="must match how the model was trained: paper = the authors' checkpoints (their exact "
+                        "strings); instruct = an untrained instruct model (with --demos); prefix = this "
+                        "project's two adapters (train.py --task extract/classify); joint = one adapter for "
+                        "both stages (train.py --task joint). Default: paper")
     g.add_argument("--system", help="system prompt (default: the format's own)")
     g.add_argument("--zero-shot", action="store_true", help='offer "unknown" when no type applies')
     g.add_argument("--no-constrain", dest="constrain", action="store_false",

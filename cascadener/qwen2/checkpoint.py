@@ -160,16 +160,16 @@ def read_state_dict(path: Path, model_names: dict[str, torch.Size], dtype: torch
     return state
 
 
-def read_json_object(file: Path) -> dict:
+def read_json_object(file: Path, error: type[ValueError] = CheckpointError) -> dict:
     """A checkpoint's JSON side file, which must hold one object; errors give file:line:column."""
     try:
         d = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+        raise error(f"{file}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
     except UnicodeDecodeError as e:
-        raise CheckpointError(f"{file}: not UTF-8 text ({e})") from None
+        raise error(f"{file}: not UTF-8 text ({e})") from None
     if not isinstance(d, dict):
-        raise CheckpointError(f"{file}: expected a JSON object, got {type(d).__name__}")
+        raise error(f"{file}: expected a JSON object, got {type(d).__name__}")
     return d
 
 

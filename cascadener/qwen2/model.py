@@ -1,5 +1,5 @@
 """Qwen2 decoder in plain PyTorch: config, modules and the forward pass. No weights are read here
-(cascadener.qwen2.checkpoint does that; `Qwen2Config.from_json` reads config.json), and no NER.
+(cascadener.qwen2.checkpoint reads them and config.json), and no NER.
 
 Reading order follows nanoGPT: RMSNorm -> rotary helpers -> Attention -> MLP -> Block -> config -> Qwen2.
 The math matches Hugging Face's modeling_qwen2.py to float32 rounding; the traps it avoids are
@@ -7,9 +7,7 @@ called out where they occur.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -175,15 +173,6 @@ class Qwen2Config:
             return cls(**{k: v for k, v in d.items() if k in known})
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> Qwen2Config:
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(d, source=str(path))
 
     @property
     def eos_ids(self) -> list[int]:

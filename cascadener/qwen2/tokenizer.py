@@ -10,12 +10,13 @@ Alibaba Cloud. ..."), so it is read from the checkpoint's tokenizer_config.json,
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizerFile  # the Rust tokenizer library, not transformers
+
+from cascadener.qwen2.checkpoint import read_json_object
 
 IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 
@@ -93,12 +94,5 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if not config_file.exists():
         raise TokenizerError(f"{config_file}: missing (a checkpoint in the Hugging Face layout has "
                              "tokenizer.json and tokenizer_config.json)")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise TokenizerError(f"{config_file}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise TokenizerError(f"{config_file}: not UTF-8 text ({e})") from None
-    if not isinstance(config, dict):
-        raise TokenizerError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
+    config = read_json_object(config_file, TokenizerError)
     return Tokenizer(tok, default_system=default_system_prompt(config.get("chat_template")))

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from cascadener.qwen2.checkpoint import load_model
+from cascadener.qwen2.checkpoint import DTYPES, load_model
 from cascadener.engine.chat import ChatEngine
 from cascadener.geic.hierarchy import Hierarchy
 from cascadener.geic.sampling import stratified_subset
@@ -62,7 +62,7 @@ def build_model(cfg: TrainConfig, device: torch.device, adapter: Path | None = N
     float32 (the master weights AdamW updates, see lora.LoRALinear); with bf16 the frozen base is
     loaded straight in bfloat16, which halves its memory (never a float32 copy, even briefly) and
     is what the matmuls run in anyway."""
-    model = load_model(cfg.base, torch.bfloat16 if cfg.dtype == "bf16" else torch.float32, device)
+    model = load_model(cfg.base, DTYPES[cfg.dtype], device)
     torch.manual_seed(cfg.seed)                     # the same adapter init in every process
     adapter = adapter or (Path(cfg.init_adapter) if cfg.init_adapter else None)
     if adapter is None:
