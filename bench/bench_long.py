@@ -1,6 +1,7 @@
 """Time and memory against text length: one text of each size, tagged in a fresh process.
 
     python bench/bench_long.py --model DIR --sizes 5000,50000,500000 --k 1
+    python bench/bench_long.py --model DIR --adapter out/joint --prompt-format joint --demos '' --k 1
     python bench/bench_long.py --tiny --sizes 5000,50000        # a random tiny checkpoint (tests/tiny.py)
 
 The text is prose: CoNLL-2003 training sentences (from $CASCADENER_DATA, spacing undone) joined
@@ -94,7 +95,9 @@ def child(args: argparse.Namespace) -> None:
     text, source = prose(args.size)
     dtype = torch.float32 if args.tiny else torch.bfloat16
     demos = few_shot(load_labelled(args.demos), args.shots, seed=0) if args.demos else []
-    load_s, ner = timed(lambda: CascadeNER.load(model=args.model, dtype=dtype, demos=demos, options=Options(
+    adapter = args.adapter or None
+    load_s, ner = timed(lambda: CascadeNER.load(model=args.model, extractor_adapter=adapter,
+                                                classifier_adapter=adapter, dtype=dtype, demos=demos, options=Options(
         k=args.k, prompt_format=args.prompt_format, max_segment_chars=args.max_segment_chars)))
     loaded = rss_mib()
     seconds, doc = timed(lambda: ner.predict(text, labels=args.labels.split(",")))
@@ -126,6 +129,8 @@ def main() -> None:
     ap.add_argument("--model", help="checkpoint directory (default: $CASCADENER_ASSETS)")
     ap.add_argument("--tiny", action="store_true", help="a random tiny checkpoint built by tests/tiny.py")
     ap.add_argument("--sizes", default="5000,50000,500000", help="text lengths in characters, comma-separated")
+    ap.add_argument("--adapter", default="", help="one adapter for both stages (train.py --task joint; use "
+                                                  "with --prompt-format joint --demos '')")
     ap.add_argument("--k", type=int, default=1)
     ap.add_argument("--prompt-format", default="instruct",
                     help="instruct (default): the untrained instruct checkpoint marks entities in it; the paper "
@@ -152,11 +157,11 @@ def main() -> None:
         args.model = args.model or os.environ.get("CASCADENER_ASSETS")
         if not args.model:
             ap.error("give --model DIR, --tiny, or set CASCADENER_ASSETS")
-        common = ["--model", args.model, "--k", str(args.k), "--prompt-format", args.prompt_format,
+        common = ["--model", args.model, "--adapter", args.adapter, "--k", str(args.k), "--prompt-format", args.prompt_format,
                   "--max-segment-chars", str(args.max_segment_chars), "--labels", args.labels,
                   "--demos", args.demos or "", "--shots", str(args.shots),
                   "--threads", str(args.threads)] + (["--tiny"] if args.tiny else [])
-        info = machine_info() | {"model": "tiny" if args.tiny else args.model, "k": args.k,
+        info = machine_info() | {"model": "tiny" if args.tiny else args.model, "adapter": args.adapter, "k": args.k,
                                  "prompt_format": args.prompt_format, "demos": args.demos, "shots": args.shots,
                                  "threads": args.threads}
         print(f"# {json.dumps(info)}", flush=True)
