@@ -65,7 +65,8 @@ def test_sentence_ends_are_preferred_then_white_space(text, max_chars):
     if all(e - s <= max_chars for s, e in sents):       # every cut is between sentences
         assert {s for s, _ in pieces} <= {s for s, _ in sents} and {e for _, e in pieces} <= {e for _, e in sents}
     for (s, e), (s2, _) in zip(pieces, pieces[1:]):
-        if s2 == e and text[e - 1] not in CJK_MARKS:    # a cut without a gap or a CJK mark: no space to cut at
+        ends = {se for _, se in sents}                  # (a CJK sentence end, closers included, needs no gap)
+        if s2 == e and e not in ends and text[e - 1] not in CJK_MARKS:   # a cut without a gap: no space to cut at
             # (a space carrying a combining mark is part of a character, not a place to cut)
             assert not any(ch.isspace() and text[i + 1:i + 2] != "\u0301" for i, ch in enumerate(text[s + 1:e + 1], s + 1))
 
