@@ -102,13 +102,17 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     sets: list[LoadedSet] = []
-    for path in args.suite or SUITES:
-        suite = read_suite(path, args.data_root)
-        for spec in suite.sets:
-            if args.only is None or args.only.lower() in spec.title.lower():
-                if args.sample:
-                    spec = replace(spec, sample=args.sample)
-                sets.append(load_set(spec, suite.root))
+    try:
+        for path in args.suite or SUITES:
+            suite = read_suite(path, args.data_root)
+            for spec in suite.sets:
+                if args.only is None or args.only.lower() in spec.title.lower():
+                    if args.sample:
+                        spec = replace(spec, sample=args.sample)
+                    sets.append(load_set(spec, suite.root))
+    except (OSError, ValueError) as e:      # a missing data file (is $CASCADENER_DATA set?), a bad suite
+        print(f"error: {e} (datasets resolve under --data-root or $CASCADENER_DATA)", file=sys.stderr)
+        return 1
     if not sets:
         print(f"error: no set matches --only {args.only!r}", file=sys.stderr)
         return 1
