@@ -41,7 +41,7 @@ from common import OthersShare, machine_info, matmul_gflops, memory_bandwidth, s
 from cascadener.cli.common import NAIVE_LABEL_TOKENS, add_model_args, load_pipeline  # noqa: E402
 from cascadener.data.labels import dataset_types, load_labelled  # noqa: E402
 from cascadener.engine.chat import ChatEngine  # noqa: E402
-from cascadener.evaluation.run import with_paths  # noqa: E402
+from cascadener.data.labels import with_paths  # noqa: E402
 from cascadener.engine.scheduler import PrefillCounter  # noqa: E402
 from cascadener.geic.hierarchy import Hierarchy  # noqa: E402
 from cascadener.geic.metrics import score  # noqa: E402

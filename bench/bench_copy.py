@@ -6,7 +6,7 @@
 Method:
 
 * The real checkpoint ($CASCADENER_ASSETS) in bfloat16 with the engine's packed linears, every
-  core, one process.
+  core, one process; with `--device cuda` on that GPU, as the engine runs there (plain linears).
 * Sentences: the first `--n` of the CoNLL-2003 test split, in file order (short headlines included).
 * Prompts: each `--formats` entry's extraction conversation, ChatML-rendered. `paper` is the
   authors' format (the bare sentence as the user turn): an untrained instruct model mostly answers
@@ -57,6 +57,7 @@ from common import (cpu_busy_fraction, default_model_dir, detokenize, machine_in
 
 from cascadener import SamplingParams, Tokenizer, generate, load_model, load_tokenizer  # noqa: E402
 from cascadener.engine.fastlinear import prepare_for_inference  # noqa: E402
+from cascadener.engine.device import resolve_device  # noqa: E402
 from cascadener.ner.copy import CopyConstraint  # noqa: E402
 from cascadener.data import load_documents  # noqa: E402
 from cascadener.ner.prompts import get_format  # noqa: E402
@@ -88,10 +89,13 @@ def time_prefill(model, prompt: list[int], head: bool) -> float:
     """Seconds of one forward over the prompt, with the full head at its last position or none."""
     start = time.perf_counter()
     with torch.inference_mode():
+        ids = torch.tensor([prompt], device=model.device)
         if head:
-            model(torch.tensor([prompt]), logits_at=slice(-1, None))
+            model(ids, logits_at=slice(-1, None))
         else:
-            model.hidden_states(torch.tensor([prompt]))
+            model.hidden_states(ids)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
     return time.perf_counter() - start
 
 
@@ -187,6 +191,7 @@ def main() -> None:
     ap.add_argument("--n-draft", type=int, default=16)
     ap.add_argument("--batch", type=int, default=4, help="also run speculative copying in batches of B (1 = off)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--wait-quiet", type=float, default=120.0,
                     help="before each sentence, wait at most this many seconds for the other processes to calm down")
     ap.add_argument("--json", help="write the summary, per-sentence runs and machine facts here")
@@ -196,8 +201,12 @@ def main() -> None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.set_num_threads(args.threads)
-    # the model as the engine runs it (oneDNN-packed linears): both methods get the same one
-    tok, model = load_tokenizer(args.model), prepare_for_inference(load_model(args.model, torch.bfloat16))
+    # the model as the engine runs it (oneDNN-packed linears on a CPU): both methods get the same one
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        ap.error(f"--device: {e}")
+    tok, model = load_tokenizer(args.model), prepare_for_inference(load_model(args.model, torch.bfloat16, device))
     constraint = CopyConstraint.for_tokenizer(tok)       # built once (about a second), outside the timings
     conll = [d.text for d in load_documents(args.data)[:args.n]]
     sources = {name: [detokenize(s) for s in conll] if name.endswith("/detok") else conll

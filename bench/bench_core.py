@@ -5,6 +5,7 @@ One command, one run, ratios at the end:
     python bench/bench_core.py                       # fp32 + bf16, prefill + decode b=1 + decode b=8
     python bench/bench_core.py --dtypes bf16 --modes decode1 --repeats 3 --json out.json
     python bench/bench_core.py --no-hf               # ours only (no transformers installed)
+    python bench/bench_core.py --device cuda --random-weights --dtypes bf16   # a GPU, no real weights needed
 
 Method (that of shared/tools/hf-baseline-bench.py, applied to both implementations):
 
@@ -34,6 +35,11 @@ Method (that of shared/tools/hf-baseline-bench.py, applied to both implementatio
   during which they took more is "contended": it is rerun (``--retries``), and a contended figure
   is used only when no clean one exists, marked with * in the table. Ctrl-C stops the run and
   still prints the summary of the runs finished so far.
+* `--device cuda[:N]`: both implementations on that GPU (ours as the engine runs there: plain
+  linears, SDPA), timings synchronized with it, peak GPU memory recorded (`peak_gpu_mib` in
+  --json), and the read-bandwidth probe, hence the bandwidth bound, is the GPU's. `--random-weights` writes random weights of the checkpoint's
+  shape (from its config.json; the tokenizer files are used as they are) once, for both sides:
+  speed does not depend on the values, and only the small files need to travel to a GPU machine.
 * Memory-bandwidth bound for batch-1 decode: each token must stream every weight except the
   embedding gather (988 MB in bf16 for the 0.5B tied model), so tok/s <= bandwidth / bytes. The
   bound uses the best read bandwidth seen in the run (the most demanding ceiling).
@@ -47,6 +53,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -59,7 +66,7 @@ sys.path.insert(0, str(REPO))  # benchmark this tree's cascadener, whatever else
 
 from common import (ChildError, best_time, chat_prompt_ids, default_model_dir, emit,  # noqa: E402
                     left_padded, long_prompt_ids, machine_info, matmul_gflops, memory_bandwidth,
-                    peak_rss_mib, run_child, timed, wait_for_quiet)
+                    peak_rss_mib, run_child, synced, timed, wait_for_quiet)
 
 PREFILL_TOKENS = 256
 NEW_TOKENS = 64
@@ -83,13 +90,14 @@ class Backend(Protocol):
 
 
 class Ours:
-    def __init__(self, model_dir: str, dtype: torch.dtype, int8: bool = False, plain: bool = False) -> None:
+    def __init__(self, model_dir: str, dtype: torch.dtype, int8: bool = False, plain: bool = False,
+                 device: str = "cpu") -> None:
         from cascadener import load_model
         from cascadener.engine.fastlinear import prepare_for_inference, quantize_int8
         from cascadener.qwen2.model import bytes_per_token_decode
 
-        # The model as the engine runs it (ChatEngine.load): linears int8, or oneDNN-packed.
-        self.model = load_model(model_dir, dtype)
+        # The model as the engine runs it (ChatEngine.load): linears int8, or oneDNN-packed on a CPU.
+        self.model = load_model(model_dir, dtype, device)
         if int8:
             quantize_int8(self.model)
         self.weight_bytes_per_token = bytes_per_token_decode(self.model)   # before packing hides the bytes
@@ -98,7 +106,7 @@ class Ours:
 
     def prefill(self, ids: list[int]) -> None:
         with torch.inference_mode():
-            self.model(torch.tensor([ids]), logits_at=slice(-1, None))
+            self.model(torch.tensor([ids], device=self.model.device), logits_at=slice(-1, None))
 
     def generate(self, prompts: list[list[int]], n: int) -> list[list[int]]:
         from cascadener import SamplingParams, generate
@@ -108,21 +116,21 @@ class Ours:
 
 
 class HF:
-    def __init__(self, model_dir: str, dtype: torch.dtype, pad_id: int) -> None:
+    def __init__(self, model_dir: str, dtype: torch.dtype, pad_id: int, device: str = "cpu") -> None:
         import transformers
         from transformers import AutoModelForCausalLM
 
         # transformers 5 renamed torch_dtype to dtype
         key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, **{key: dtype}).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, **{key: dtype}).to(device).eval()
         self.pad_id = pad_id
 
     def prefill(self, ids: list[int]) -> None:
         with torch.inference_mode():
-            self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
+            self.model(input_ids=torch.tensor([ids], device=self.model.device), use_cache=True, logits_to_keep=1)
 
     def generate(self, prompts: list[list[int]], n: int) -> list[list[int]]:
-        ids, mask = (torch.tensor(rows) for rows in left_padded(prompts, self.pad_id))
+        ids, mask = (torch.tensor(rows, device=self.model.device) for rows in left_padded(prompts, self.pad_id))
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n,
                                       min_new_tokens=n, do_sample=False, temperature=None, top_p=None,
@@ -133,10 +141,11 @@ class HF:
 
 # --- child side: one configuration in a fresh process --------------------------------------------
 
-def time_prefill(backend: Backend, ids: list[int]) -> dict:
-    cold, _ = timed(lambda: backend.prefill(ids))
-    backend.prefill(ids)
-    best = best_time(lambda: backend.prefill(ids), PREFILL_REPEATS)
+def time_prefill(backend: Backend, ids: list[int], device: str) -> dict:
+    prefill = synced(lambda: backend.prefill(ids), device)
+    cold, _ = timed(prefill)
+    prefill()
+    best = best_time(prefill, PREFILL_REPEATS)
     return {"tok_s": round(len(ids) / best, 1), "prefill_s": round(best, 3), "cold_s": round(cold, 3)}
 
 
@@ -156,30 +165,47 @@ def time_decode(backend: Backend, prompts: list[list[int]]) -> dict:
 
 
 def run_configuration(impl: str, dtype_name: str, mode: str, model_dir: str, threads: int, int8: bool,
-                      plain: bool) -> dict:
+                      plain: bool, device: str) -> dict:
     from cascadener import load_tokenizer
 
     torch.set_num_threads(threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     tok = load_tokenizer(model_dir)
-    load_s, backend = timed(lambda: Ours(model_dir, dtype, int8, plain) if impl == "ours"
-                            else HF(model_dir, dtype, pad_id=tok.token_to_id("<|endoftext|>")))
+    load_s, backend = timed(lambda: Ours(model_dir, dtype, int8, plain, device) if impl == "ours"
+                            else HF(model_dir, dtype, pad_id=tok.token_to_id("<|endoftext|>"), device=device))
     if mode == "prefill":
-        res = time_prefill(backend, long_prompt_ids(tok, PREFILL_TOKENS))
+        res = time_prefill(backend, long_prompt_ids(tok, PREFILL_TOKENS), device)
     else:
         res = time_decode(backend, chat_prompt_ids(tok, BATCH[mode]))
     res.update(impl=impl, dtype=dtype_name, mode=mode, load_s=round(load_s, 2), int8=int8 and impl == "ours",
                plain_linears=plain and impl == "ours",
-               threads=torch.get_num_threads(), peak_rss_mib=round(peak_rss_mib()))
+               threads=torch.get_num_threads(), device=device, peak_rss_mib=round(peak_rss_mib()))
+    if device.startswith("cuda"):
+        res["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
     if isinstance(backend, Ours):
         res["weight_bytes_per_token"] = backend.weight_bytes_per_token
     # after the RSS reading: the probe's 1 GiB array must not count against the configuration
-    res["probe"] = {"mm_fp32_GFLOPs": matmul_gflops(threads), **memory_bandwidth(threads, copy=False)}
+    res["probe"] = {"mm_fp32_GFLOPs": matmul_gflops(threads), **memory_bandwidth(threads, copy=False, device=device)}
     return res
 
 
-def run_probe(threads: int) -> dict:
-    return {"mm_fp32_GFLOPs": matmul_gflops(threads), **memory_bandwidth(threads)}
+def run_probe(threads: int, device: str) -> dict:
+    return {"mm_fp32_GFLOPs": matmul_gflops(threads), **memory_bandwidth(threads, device=device)}
+
+
+def write_random_checkpoint(model_dir: str, out: Path) -> str:
+    """The checkpoint's config and tokenizer files with random bf16 weights of its shape (seeded)."""
+    import shutil
+
+    from cascadener.qwen2.checkpoint import load_config, save_model
+    from cascadener.qwen2.model import Qwen2
+
+    for f in Path(model_dir).iterdir():
+        if f.is_file() and f.suffix != ".safetensors" and not f.name.endswith(".index.json"):
+            shutil.copy(f, out / f.name)
+    torch.manual_seed(0)
+    save_model(Qwen2(load_config(model_dir)).to(torch.bfloat16), out)
+    return str(out)
 
 
 # --- parent side: schedule, collect, summarise ---------------------------------------------------
@@ -321,6 +347,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the project machine has 2 cores)")
     ap.add_argument("--json", help="also write every run and the summary to this file")
     ap.add_argument("--no-hf", action="store_true", help="ours only (for machines without transformers)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: both implementations run there")
+    ap.add_argument("--random-weights", action="store_true",
+                    help="random weights of --model's shape (its config.json and tokenizer files suffice)")
     ap.add_argument("--plain-linears", action="store_true",
                     help="ours with plain nn.Linear (F.linear) instead of the engine's oneDNN-packed linears")
     ap.add_argument("--int8", action="store_true",
@@ -342,6 +371,10 @@ def parse_args() -> argparse.Namespace:
             ap.error(f"{name}: unknown {bad}; choose from {','.join(allowed)}")
     if args.repeats < 1 or args.retries < 0:
         ap.error("--repeats must be >= 1 and --retries >= 0")
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        ap.error(f"--device {args.device}: use cpu, or cuda[:N] on a machine where torch sees a GPU")
+    if args.int8 and args.device != "cpu":
+        ap.error("--int8 is a CPU form of the linears")
     if not (Path(args.model) / "config.json").exists():
         ap.error(f"--model {args.model}: no config.json there (build the checkpoint with "
                  f"shared/tools/make-real-qwen2, or set CASCADENER_ASSETS)")
@@ -358,7 +391,8 @@ def measure(child_args: list[str], args: argparse.Namespace) -> dict:
         if args.wait_quiet > 0:
             wait_for_quiet(args.wait_quiet, OTHERS_LIMIT)
         extra = (["--int8"] if args.int8 else []) + (["--plain-linears"] if args.plain_linears else [])
-        r = run_child(script, [*child_args, *extra, "--model", args.model, "--threads", str(args.threads)], args.threads)
+        r = run_child(script, [*child_args, *extra, "--model", args.model, "--threads", str(args.threads),
+                               "--device", args.device], args.threads)
         if r["others_cpu_share"] <= OTHERS_LIMIT:
             break
         print(f"  (other processes took {r['others_cpu_share']:.0%} of the CPUs during "
@@ -368,10 +402,10 @@ def measure(child_args: list[str], args: argparse.Namespace) -> dict:
 
 def child_main(args: argparse.Namespace) -> None:
     if args.child == "probe":
-        emit(run_probe(args.threads))
+        emit(run_probe(args.threads, args.device))
     else:
         emit(run_configuration(args.child, args.dtype, args.mode, args.model, args.threads, args.int8,
-                               args.plain_linears))
+                               args.plain_linears, args.device))
 
 
 def main() -> None:
@@ -379,8 +413,12 @@ def main() -> None:
     if args.child:
         return child_main(args)
     impls = ["ours"] if args.no_hf else list(IMPLS)
+    if args.random_weights:
+        folder = tempfile.TemporaryDirectory(prefix="bench_core_random_")
+        args.model = write_random_checkpoint(args.model, Path(folder.name))
     machine = machine_info()
-    print(f"# {machine}\n# model {args.model}; threads {args.threads}; {args.repeats} round(s)", flush=True)
+    print(f"# {machine}\n# model {args.model}{' (random weights)' if args.random_weights else ''}; device "
+          f"{args.device}; threads {args.threads}; {args.repeats} round(s)", flush=True)
     probes = [measure(["--child", "probe"], args)]
     print(f"# probe at start: {probes[0]}", flush=True)
     runs = []

@@ -129,8 +129,10 @@ def machine_info() -> dict:
     }
 
 
-def memory_bandwidth(threads: int, gib: float = 1.0, repeats: int = 5, copy: bool = True) -> dict:
-    """Large-array bandwidth with torch on `threads` threads: read (sum) and copy (read + write bytes).
+def memory_bandwidth(threads: int, gib: float = 1.0, repeats: int = 5, copy: bool = True,
+                     device: str = "cpu") -> dict:
+    """Large-array bandwidth with torch on `threads` threads (or on a GPU): read (sum) and copy
+    (read + write bytes).
 
     The array (1 GiB by default) is far larger than the last-level cache, so this is DRAM speed:
     the ceiling for streaming weights during batch-1 decode. Best of `repeats` after one warm-up.
@@ -138,14 +140,28 @@ def memory_bandwidth(threads: int, gib: float = 1.0, repeats: int = 5, copy: boo
     import torch
 
     torch.set_num_threads(threads)
-    x = torch.ones(int(gib * (1 << 30)) // 4, dtype=torch.float32)
+    x = torch.ones(int(gib * (1 << 30)) // 4, dtype=torch.float32, device=device)
     x.sum()
-    out = {"read_GBps": round(x.nbytes / best_time(x.sum, repeats) / 1e9, 1)}
+    out = {"read_GBps": round(x.nbytes / best_time(synced(x.sum, device), repeats) / 1e9, 1)}
     if copy:
         y = torch.empty_like(x)
         y.copy_(x)
-        out["copy_GBps"] = round(2 * x.nbytes / best_time(lambda: y.copy_(x), repeats) / 1e9, 1)
+        out["copy_GBps"] = round(2 * x.nbytes / best_time(synced(lambda: y.copy_(x), device), repeats) / 1e9, 1)
     return out
+
+
+def synced(fn: Callable[[], T], device: str) -> Callable[[], T]:
+    """`fn`, waiting for the GPU's queued work at the end (CUDA calls return before it is done)."""
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return fn
+
+    def call() -> T:
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+    return call
 
 
 def matmul_gflops(threads: int, n: int = 1024, repeats: int = 5) -> float:

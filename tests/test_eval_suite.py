@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -310,8 +311,8 @@ sentences = [1, 2]
 
 # ---- the committed suites ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, sets", [("crossner-dev", 5), ("dynamicner-heldout", 1), ("wikiann-dev", 8),
-                                        ("conll2003-test", 1)])
+@pytest.mark.parametrize("name, sets", [("crossner-dev", 5), ("crossner-dev-demos", 5), ("dynamicner-heldout", 1),
+                                        ("wikiann-dev", 8), ("conll2003-test", 1)])
 def test_committed_suites_name_existing_files(name, sets):
     suite = read_suite(SUITES / f"{name}.toml", datasets_dir() or "/nonexistent")
     assert len(suite.sets) == sets
@@ -319,6 +320,13 @@ def test_committed_suites_name_existing_files(name, sets):
         pytest.skip("shared datasets not found: set CASCADENER_DATA (suite parsed, files not checked)")
     for spec in suite.sets:
         assert (suite.root / spec.path).is_file(), spec.path
+        assert spec.demos is None or (suite.root / spec.demos).is_file(), spec.demos
+
+
+def test_the_demos_suite_is_the_zero_shot_suite_with_demonstrations():
+    plain, demos = (read_suite(SUITES / f"{n}.toml", "/data") for n in ("crossner-dev", "crossner-dev-demos"))
+    assert [replace(s, demos=None, shots=5) for s in demos.sets] == plain.sets
+    assert all(s.demos == s.path.replace("dev.txt", "train.txt") and s.shots == 3 for s in demos.sets)
 
 
 def test_dynamicner_suite_is_the_held_out_300_with_three_levels():

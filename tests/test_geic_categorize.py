@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cascadener.geic.categorize import (KINDS, SYNONYMS, Dynamic, canonical, Example, examples, make_unknown, merge_other,
-                                        mention_path, mix_granularity, reduce_options, type_kinds, use_synonyms,
-                                        views)
+from cascadener.geic.categorize import (KINDS, SYNONYMS, Dynamic, Offer, answer_for, canonical, Example, examples,
+                                        make_unknown, merge_other, mention_path, mix_granularity, reduce_options,
+                                        type_kinds, use_synonyms, views)
 from cascadener.geic.hierarchy import UNKNOWN, Hierarchy
 from cascadener.geic.spans import Document, Span
 
@@ -208,7 +208,7 @@ def test_static_view_is_the_plain_top_level():
 
 
 def test_every_rewrite_shows_up_across_views():
-    docs = flat_docs([["politician", "person", "country"], ["political party", "election"], ["miscellaneous"]] * 40)
+    docs = flat_docs([["politician", "person", "country"], ["political party", "election"], ["miscellaneous"]] * 80)
     out = views(docs, POLITICS, 0, EVERYTHING, OTHERS)
     answers = {e.answer for v in out for e in v.examples}
     offered = {t for v in out for t in v.types}
@@ -216,7 +216,7 @@ def test_every_rewrite_shows_up_across_views():
     assert UNKNOWN in answers and "other" in answers                                             # zero-shot, merge
     assert {"song", "algorithm", "protein"} & offered and not {"musician", "airport"} & offered  # extension
     # granularity: politicians answered as "person" while "politician" is not on the list
-    assert any(e.span.label == "politician" and e.answer == "person" and "politician" not in v.types
+    assert any(e.span.label == "politician" and canonical(e.answer) == "person" and "politician" not in v.types
                for v in out for e in v.examples)
     # deeper trees: a node replaced by its children, and the cascade continues below a plain node
     deep = views(flat_docs([["politician", "city", "airport"]] * 40), H, 0, EVERYTHING, {})
@@ -239,3 +239,20 @@ def test_type_kinds_offer_names_that_stand_alone():
     assert type_kinds(dyn) == {"product": "product", "vehicle": "product", "toys": "product",
                                "event": "event", "sporting event": "event",
                                "person": "person", "real person": "person", "politician": "person"}
+
+
+def test_a_child_offered_beside_its_node_answers_its_mentions_and_the_node_the_rest():
+    person = Offer("person", frozenset({("person",)}))
+    politician = Offer("politician", frozenset({("person", "real person", "politician")}))
+    offers = [person, Offer("real person", frozenset({("person", "real person")})), politician]
+    assert answer_for(offers, ("person", "real person", "politician")) == "politician"    # the most specific
+    assert answer_for(offers, ("person", "real person", "athlete")) == "real person"
+    assert answer_for(offers, ("person", "fictional figure", "other figure")) == "person"
+    assert answer_for([politician], ("person", "real person", "athlete")) == UNKNOWN
+    assert answer_for([person, politician], ("person",)) == "person"
+    # across views: the node stays on the list, and the child answers a mention under it
+    docs = flat_docs([["politician", "athlete", "city", "airport"]] * 30)
+    nested = [(v, e) for v in views(docs, H, 0, Dynamic(nest=1.0), {}) for e in v.examples if not e.history
+              and e.answer in {"real person", "transortation facility", "city", "address"}
+              and {"person", "location", "facility"} & set(v.types)]
+    assert any(e.span.label == "politician" and e.answer == "real person" and "person" in v.types for v, e in nested)

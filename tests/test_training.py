@@ -17,7 +17,7 @@ from cascadener.geic.spans import Document, Span
 from cascadener.qwen2.lora import load_adapter, lora_layers
 from cascadener.ner.pipeline import CascadeNER, Options
 from cascadener.ner.prompts import get_format
-from cascadener.training.batches import collate
+from cascadener.training.batches import collate, pack
 from cascadener.training.config import TrainConfig
 from cascadener.training.examples import chat_examples, load_task_data, tokenize_all
 from cascadener.cli.train import STOP_EXIT, main
@@ -73,20 +73,31 @@ def lora_model(tiny_ckpt):
 @pytest.fixture(scope="module")
 def examples(tiny_tokenizer):
     docs, tree = load_task_data(TRAIN, None, None, seed=0)
-    tokenized, _ = tokenize_all(chat_examples("extract", docs, tree, get_format("prefix"), 0), tiny_tokenizer, 512)
-    return tokenized
+    groups, _ = tokenize_all(chat_examples("extract", docs, tree, get_format("prefix"), 0), tiny_tokenizer, 512)
+    return [pack(g) for g in groups]
+
+
+@pytest.fixture(scope="module")
+def sentences(tiny_tokenizer):
+    """Joint-format sentences: an extraction and its questions, sharing their heads."""
+    docs, tree = load_task_data(TRAIN, None, None, seed=0)
+    groups, _ = tokenize_all(chat_examples("joint", docs, tree, get_format("joint"), 0), tiny_tokenizer, 512)
+    return [g for g in groups if len(g) > 2]
 
 
 def test_head_only_at_loss_positions_equals_the_full_head(lora_model, examples):
     batch = collate(examples[:3], pad_id=0)
-    full = lora_model(batch.inputs, pad_mask=batch.pad_mask)                        # (B, T, V)
-    want = F.cross_entropy(full[batch.loss_mask], batch.targets[batch.loss_mask], reduction="sum")
+    full = lora_model(batch.inputs, pad_mask=batch.pad_mask)                        # (B, T, V), causal
+    want = F.cross_entropy(full.flatten(0, 1)[batch.predict_at], batch.targets, reduction="sum")
     torch.testing.assert_close(token_loss_sum(lora_model, batch), want, rtol=1e-5, atol=1e-5)
 
 
-def test_right_padded_batch_has_the_loss_and_gradients_of_its_rows_alone(lora_model, examples):
-    rows = [examples[0], examples[5], examples[7]]
-    assert len({len(e) for e in rows}) == 3                                         # real padding
+def test_packed_sentences_have_the_loss_and_gradients_of_their_examples_alone(lora_model, sentences):
+    rows = sentences[:3]
+    packs = [pack(g) for g in rows]
+    assert len({len(p) for p in packs}) == 3                                        # real padding
+    assert all(len(p) < sum(map(len, g)) for p, g in zip(packs, rows))              # real sharing
+    assert sum(p.n_targets for p in packs) == sum(e.n_targets for g in rows for e in g)
     params = [p for p in lora_model.parameters() if p.requires_grad]
 
     def loss_and_grads(batches):
@@ -95,7 +106,8 @@ def test_right_padded_batch_has_the_loss_and_gradients_of_its_rows_alone(lora_mo
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in params]
 
-    batched, alone = loss_and_grads([rows]), loss_and_grads([[r] for r in rows])
+    batched = loss_and_grads([packs])
+    alone = loss_and_grads([[pack([e])] for g in rows for e in g])
     torch.testing.assert_close(batched[0], alone[0], rtol=1e-5, atol=1e-5)
     for a, b in zip(batched[1], alone[1]):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)

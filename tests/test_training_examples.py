@@ -1,16 +1,19 @@
 """Training data: chat examples, the loss mask, and the step plan. No model is run here."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
+from cascadener.cli.common import demos_from_args
 from cascadener.geic.categorize import Dynamic
 from cascadener.geic.hierarchy import Hierarchy
 from cascadener.geic.spans import Document, Span
 from cascadener.ner.prompts import ZERO_SHOT_HINT, get_format
 from cascadener.qwen2.tokenizer import IM_END, IM_START
-from cascadener.training.batches import Plan, collate
+from cascadener.training.batches import Packed, Plan, collate, pack, pack_sentence
 from cascadener.data.labels import readable_labels
 from cascadener.training.examples import (TokenizedExample, chat_examples, classification_examples,
                                           extraction_examples, load_task_data, tokenize)
@@ -32,7 +35,7 @@ def answer_text(tok, ex: TokenizedExample) -> str:
 @pytest.mark.parametrize("fmt", ["prefix", "paper", "joint"])
 def test_loss_mask_covers_exactly_the_answer_and_im_end(tiny_tokenizer, task, fmt):
     docs, tree = load_task_data(TRAIN, None, None, seed=0)
-    for chat in chat_examples(task, docs, tree, get_format(fmt), seed=0):
+    for chat in (c for group in chat_examples(task, docs, tree, get_format(fmt), seed=0) for c in group):
         ex = tokenize(chat, tiny_tokenizer)
         n_prompt = ex.loss_mask.index(True)
         assert all(ex.loss_mask[n_prompt:]) and not any(ex.loss_mask[:n_prompt])
@@ -51,7 +54,7 @@ def test_paper_format_training_strings_are_byte_exact(tiny_tokenizer):
     marked = "##Kobe Bryant## played for the ##Los Angeles Lakers## in the ##NBA## ."
     assert tiny_tokenizer.decode(ext.ids) == chatml("You are a helpful assistant.", FIRST) + marked + IM_END
 
-    chats = classification_examples(docs[:1], tree, paper, seed=0, dynamic=Dynamic.static())
+    chats = [c for _, c in classification_examples(docs[:1], tree, paper, seed=0, dynamic=Dynamic.static())]
     query = ('The ##Kobe Bryant## in the sentence: "##Kobe Bryant## played for the Los Angeles Lakers in the '
              'NBA ." belongs to which entity in the list: person, organization, location?')
     text = tiny_tokenizer.decode(tokenize(chats[0], tiny_tokenizer).ids)
@@ -63,7 +66,7 @@ def test_paper_format_training_strings_are_byte_exact(tiny_tokenizer):
 def test_classification_examples_walk_the_tree_and_hint_never_gives_the_answer_away():
     tree = Hierarchy.from_tree({"person": ["athlete", "politician"], "location": ["city", "country"]})
     docs = [Document("Kobe visited Paris .", [Span(0, 4, "athlete"), Span(13, 18, "city")])] * 30
-    chats = classification_examples(docs, tree, get_format("prefix"), seed=1)
+    chats = [c for _, c in classification_examples(docs, tree, get_format("prefix"), seed=1)]
     assert len(chats) == 30 * 2 * 2                         # every mention at both levels
     hinted = [c for c in chats if ZERO_SHOT_HINT in c.messages[-1]["content"]]
     assert all(c.answer != "unknown" for c in chats if c not in hinted)
@@ -83,8 +86,8 @@ def test_shots_draw_a_stratified_sample():
     assert {s.label for d in docs for s in d.spans} == {"person", "organization", "location"}
 
 
-def fake(length: int) -> TokenizedExample:
-    return TokenizedExample(list(range(length)), [False] * (length - 2) + [True, True])
+def fake(length: int) -> Packed:
+    return pack([TokenizedExample(list(range(length)), [False] * (length - 2) + [True, True])])
 
 
 def test_plan_depends_only_on_the_global_batch_and_ranks_split_it():
@@ -101,21 +104,51 @@ def test_plan_depends_only_on_the_global_batch_and_ranks_split_it():
     assert epoch0 != [i for s in range(3, 6) for i in one.global_batch_at(s)]
 
 
-def test_collate_right_pads_and_shifts_targets():
-    a, b = TokenizedExample([5, 6, 7, 8], [False, False, True, True]), TokenizedExample([9, 10], [False, True])
-    batch = collate([a, b], pad_id=0)
-    assert batch.inputs.tolist() == [[5, 6, 7], [9, 0, 0]]
-    assert batch.targets.tolist() == [[6, 7, 8], [10, 0, 0]]
-    assert batch.pad_mask.tolist() == [[True, True, True], [True, False, False]]
-    assert batch.loss_mask.tolist() == [[False, True, True], [True, False, False]]
+@st.composite
+def example(draw) -> TokenizedExample:
+    ids = draw(st.lists(st.integers(1, 4), min_size=1, max_size=8))     # few token values: much sharing
+    return TokenizedExample(ids, draw(st.lists(st.booleans(), min_size=len(ids), max_size=len(ids))))
+
+
+@given(st.lists(example(), min_size=1, max_size=6))
+def test_pack_is_the_examples_trie(examples):
+    packed = pack(examples)
+    assert all(p < i for i, p in enumerate(packed.parent))                      # parents come first
+    path = {}                                                                    # node -> its tokens from the root
+    for i, p in enumerate(packed.parent):
+        path[i] = (path[p] if p >= 0 else ()) + (packed.ids[i],)
+    assert len(set(path.values())) == len(packed)                                # each prefix once ...
+    prefixes = {tuple(e.ids[:n]) for e in examples for n in range(1, len(e) + 1)}
+    assert set(path.values()) == prefixes                                        # ... and only the examples'
+    learned = {tuple(e.ids[:n + 1]) for e in examples for n in range(1, len(e)) if e.loss_mask[n]}
+    assert {path[i] for i in range(len(packed)) if packed.learn[i] and packed.parent[i] >= 0} == learned
+    assert packed.n_targets == len(learned)
+    assert packed.depth == [len(path[i]) - 1 for i in range(len(packed))]
+
+
+def test_collate_right_pads_and_predicts_each_learned_token_at_its_parent():
+    shared = TokenizedExample([5, 6, 7, 8], [False, False, True, True])
+    branch = TokenizedExample([5, 6, 9], [False, False, True])
+    batch = collate([pack([shared, branch]), pack([TokenizedExample([3, 4], [False, True])])], pad_id=0)
+    assert batch.inputs.tolist() == [[5, 6, 7, 8, 9], [3, 4, 0, 0, 0]]
+    assert batch.positions.tolist() == [[0, 1, 2, 3, 2], [0, 1, 0, 0, 0]]
+    assert batch.pad_mask.tolist() == [[True] * 5, [True, True, False, False, False]]
+    assert batch.mask[0, 0, 4].tolist() == [True, True, False, False, True]      # 9 sees 5 6 and itself
+    assert batch.mask[1, 0, 3].tolist() == [False, False, False, True, False]    # padding sees itself
+    # 7 from 6 (slot 1), 8 from 7 (slot 2), 9 from 6 (slot 1), 4 from 3 (row 1, slot 0)
+    assert list(zip(batch.predict_at.tolist(), batch.targets.tolist())) == [(1, 7), (2, 8), (1, 9), (5, 4)]
 
 
 def test_joint_task_trains_both_stages_with_the_inference_prompts():
     docs, tree = load_task_data(TRAIN, None, None, seed=0)
     fmt = get_format("joint")
-    joint = chat_examples("joint", docs, tree, fmt, seed=0)
-    ext, cls = chat_examples("extract", docs, tree, fmt, seed=0), chat_examples("classify", docs, tree, fmt, seed=0)
-    assert joint == ext + cls and len(ext) == len(docs) and cls
+    joint = chat_examples("joint", docs, tree, fmt, seed=0)                 # one group per sentence
+    ext = [c for g in chat_examples("extract", docs, tree, fmt, seed=0) for c in g]
+    cls = [c for g in chat_examples("classify", docs, tree, fmt, seed=0) for c in g]
+    assert [g[0] for g in joint] == ext and [c for g in joint for c in g[1:]] == cls
+    assert len(ext) == len(docs) and cls
+    for doc, group in zip(docs, joint):
+        assert all(f"Sentence: {doc.text}" in c.messages[-1]["content"] for c in group)
     hinted = 0
     for doc, ex in zip(docs, ext):       # what pipeline.extract asks: the tree's top level, either hint
         hint = ZERO_SHOT_HINT in ex.messages[-1]["content"]
@@ -136,3 +169,32 @@ def test_joint_demonstrations_mark_and_answer_the_offered_types_and_keep_the_sha
     assert ext[-1] == get_format("joint").extraction(text, ["person", "organization"], True)[-1]
     cls = fmt.classification(text, Span(11, 16), ["person", "organization"], True)
     assert cls[:-1] == ext[:-1] and cls[-1]["content"].startswith(ext[-1]["content"])
+
+
+def test_demonstrations_under_a_category_tree_mark_fine_mentions_under_the_offered_ancestor(tmp_path):
+    tree = Hierarchy.from_tree({"location": {"city": {}}, "person": {}})
+    file = tmp_path / "demos.jsonl"
+    file.write_text('{"text": "Kobe visited Paris .", "entities": [{"start": 0, "end": 4, "label": "person"}, '
+                    '{"start": 13, "end": 18, "label": "city"}]}\n', encoding="utf-8")
+    demos = demos_from_args(argparse.Namespace(demos=str(file), shots=1, seed=0), tree)
+    turns = get_format("joint", demos=demos).extraction("Merkel met Obama .", tree.roots)
+    assert turns[2]["content"] == "##Kobe## visited ##Paris## ."        # city answers as location
+    assert [t["content"] for t in turns[4:7:2]] == ["person", "location"]
+
+
+def paths(packed: Packed) -> set[tuple[int, ...]]:
+    """The token sequences from the root to each node."""
+    out: dict[int, tuple[int, ...]] = {}
+    for i, p in enumerate(packed.parent):
+        out[i] = (out[p] if p >= 0 else ()) + (packed.ids[i],)
+    return set(out.values())
+
+
+@given(st.lists(example(), min_size=1, max_size=8), st.integers(1, 20))
+def test_a_long_sentence_packs_into_bounded_tries_that_hold_every_example(examples, max_tokens):
+    packs = pack_sentence(examples, max_tokens)
+    for p in packs:       # within the bound, or one example longer than it alone
+        assert len(p) <= max_tokens or any(p == pack([e]) and len(e) > max_tokens for e in examples)
+    assert all(any(tuple(e.ids) in paths(p) for p in packs) for e in examples)
+    assert sum(p.n_targets for p in packs) >= pack(examples).n_targets     # shared pairs may repeat
+    assert len(packs) == 1 or sum(map(len, packs)) > max_tokens

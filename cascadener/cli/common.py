@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from cascadener.data import DataError
-from cascadener.data.labels import load_labelled
+from cascadener.data.labels import load_labelled, with_paths
 from cascadener.engine.device import resolve_device
 from cascadener.geic.hierarchy import CategoryError, Hierarchy, label_list
 from cascadener.geic.sampling import few_shot
@@ -91,7 +91,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-segment-chars", type=at_least(MIN_SEGMENT_CHARS), default=600,
                    help="split longer texts at sentence ends")
-    g.add_argument("--demos", help="labelled file to draw few-shot demonstrations from (instruct format)")
+    g.add_argument("--demos", help="labelled file to draw few-shot demonstrations from (instruct and joint formats)")
     g.add_argument("--shots", type=positive, default=5, help="demonstrations drawn by stratified sampling")
     g = p.add_argument_group("labels")
     g.add_argument("--labels", help="comma-separated flat label list, e.g. person,location,organization")
@@ -126,14 +126,16 @@ def categories_from_args(args: argparse.Namespace) -> Hierarchy | None:
 
 def demos_from_args(args: argparse.Namespace, tree: Hierarchy | None = None,
                     names: dict[str, str] | None = None) -> list[Document]:
-    """Few-shot demonstrations: a stratified sample (paper eq. 4) of --demos, labels made readable."""
+    """Few-shot demonstrations: a stratified sample (paper eq. 4) of --demos, labels made readable,
+    with their paths down the tree (a mention is marked under whichever of its ancestors is offered)."""
     if not args.demos:
         return []
     try:
         docs = load_labelled(args.demos, tree, names)
     except (DataError, OSError) as e:
         raise SystemExit(f"error: --demos: {e}") from None
-    return few_shot(docs, args.shots, seed=args.seed)
+    demos = few_shot(docs, args.shots, seed=args.seed)
+    return with_paths(demos, tree) if tree is not None else demos
 
 
 def set_threads(threads: int | None) -> None:

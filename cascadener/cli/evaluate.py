@@ -33,7 +33,7 @@ from cascadener.data import write_jsonl
 from cascadener.data.tags import SCHEMES
 from cascadener.evaluation import report
 from cascadener.evaluation.saved import evaluate_files, notes, write_report
-from cascadener.evaluation.suite import LoadedSet, SuiteResult, TestSet, check, evaluate, load_set, read_suite
+from cascadener.evaluation.suite import LoadedSet, SuiteResult, TestSet, evaluate, load_set, parse_set, read_suite
 from cascadener.geic.hierarchy import label_list
 
 
@@ -109,12 +109,11 @@ def data_set(args: argparse.Namespace) -> TestSet:
     levels = tuple(n.strip() for n in args.levels.split(",")) if args.levels else ()
     if not all(n.isdigit() for n in levels):
         raise ValueError(f"--levels takes whole numbers separated by commas, e.g. 1,2,3, not {args.levels!r}")
-    spec = TestSet(path=args.data, scheme=args.scheme, lang=args.lang, label_map=args.label_map, labels=labels,
-                   categories=args.categories, levels=tuple(int(n) for n in levels),
-                   sentences=parse_range(args.sentences) if args.sentences else None,
-                   sample=args.sample, seed=args.seed, demos=args.demos, shots=args.shots)
-    check(spec, args.data)
-    return spec
+    record = dict(path=args.data, scheme=args.scheme, lang=args.lang, label_map=args.label_map, labels=labels,
+                  categories=args.categories, levels=tuple(int(n) for n in levels),
+                  sentences=parse_range(args.sentences) if args.sentences else None,
+                  sample=args.sample, seed=args.seed, demos=args.demos, shots=args.shots)
+    return parse_set({k: v for k, v in record.items() if v is not None}, args.data)   # as a suite's set
 
 
 def load_sets(args: argparse.Namespace) -> tuple[str, list[LoadedSet]]:

@@ -17,7 +17,7 @@ rank, alpha and targets are the run's. OUT receives the adapter in the PEFT layo
 `--adapter OUT` for a joint one), best/ (the
 adapter with the best dev F1, with --dev), checkpoint/ (for --resume), merged/ (with --merge),
 train_config.json, train_log.jsonl (one record per logged step) and dev_log.jsonl.
-Global batch = --batch-size x --grad-accum x processes.
+Global batch = --batch-size x --grad-accum x processes, in sentences.
 """
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def parser() -> argparse.ArgumentParser:
     length = g.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps")
     length.add_argument("--epochs", type=float, default=DEFAULTS["epochs"], help="passes over the data")
-    g.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="examples per micro-batch")
+    g.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="sentences per micro-batch (a sentence's examples, its "
+                   "extraction and its questions, are packed into one sequence)")
     g.add_argument("--grad-accum", type=int, default=DEFAULTS["grad_accum"], help="micro-batches per step")
     g.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     g.add_argument("--warmup", type=int, default=DEFAULTS["warmup"], help="linear warmup steps")

@@ -78,3 +78,19 @@ def readable_labels(docs: Sequence[Document], tree: Hierarchy | None,
 def load_labelled(path: str | Path, tree: Hierarchy | None = None, overrides: dict[str, str] | None = None,
                   lang: str | None = None, scheme: str = "auto") -> list[Document]:
     return readable_labels(load_documents(path, lang=lang, scheme=scheme), tree, overrides)
+
+
+def with_paths(docs: Sequence[Document], tree: Hierarchy) -> list[Document]:
+    """Gold spans labelled with a node of the tree carry its path (coarse -> fine)."""
+    if tree.depth() < 2:
+        return [replace(d, spans=[replace(s, path=(s.label,)) for s in d.spans]) for d in docs]
+    out = []
+    for d in docs:
+        spans = []
+        for s in d.spans:
+            try:
+                spans.append(replace(s, path=tree.path(s.label)))
+            except (KeyError, ValueError):
+                spans.append(s)      # a label off the tree can only be wrong; keep it as gold anyway
+        out.append(replace(d, spans=spans))
+    return out

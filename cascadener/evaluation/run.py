@@ -2,7 +2,7 @@
 
 Library code: it returns a `ModelRun` and reports progress through a callback; printing is the
 CLI's business. Gold documents come in with readable labels and, under a category tree, full
-paths (`with_paths`), so the report can score every level.
+paths (`data.labels.with_paths`), so the report can score every level.
 """
 from __future__ import annotations
 
@@ -39,25 +39,9 @@ class ModelRun:
         }
 
 
-def with_paths(docs: Sequence[Document], tree: Hierarchy) -> list[Document]:
-    """Gold spans labelled with a node of the tree carry its path (coarse -> fine)."""
-    if tree.depth() < 2:
-        return [replace(d, spans=[replace(s, path=(s.label,)) for s in d.spans]) for d in docs]
-    out = []
-    for d in docs:
-        spans = []
-        for s in d.spans:
-            try:
-                spans.append(replace(s, path=tree.path(s.label)))
-            except (KeyError, ValueError):
-                spans.append(s)      # a label off the tree can only be wrong; keep it as gold anyway
-        out.append(replace(d, spans=spans))
-    return out
-
-
 def run(ner: CascadeNER, gold: Sequence[Document], tree: Hierarchy, chunk: int = 1024,
         progress: Progress | None = None) -> ModelRun:
-    """Tag the texts of `gold` (paths already set, see `with_paths`) with the labels of `tree`."""
+    """Tag the texts of `gold` (paths already set, see `data.labels.with_paths`) with the labels of `tree`."""
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
     ner = replace(ner, stats=Stats())      # the same engines, counters of this run alone

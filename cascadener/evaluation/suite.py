@@ -1,9 +1,10 @@
 """Test sets and suites of them: what `eval.py --data FILE` and `eval.py --suite FILE` run.
 
-A `TestSet` names a labelled file and how to read and cut it: format, scheme, language, the label
-names the classifier is offered (the dataset's own types made readable, a label map, a flat list
-or a category tree), a range of sentences, a stratified sample, and for a category tree the
-levels to score. A suite file lists several (TOML or JSON):
+A `TestSet` is a dataset spec (data/spec.py: path, name, format, scheme, lang, label_map,
+categories, sentences, sample; the keys a training mixture's sources take too) and what a test
+adds: the labels offered as a flat list instead of the dataset's types, for a category tree the
+levels to score, the sampling seed, and in-context demonstrations. A suite file lists several
+(TOML or JSON):
 
     name = "CrossNER dev, zero-shot"
     [defaults]              # keys every set takes unless it says otherwise
@@ -12,27 +13,23 @@ levels to score. A suite file lists several (TOML or JSON):
     name = "AI"
     path = "crossner/ai/dev.txt"      # relative: under $CASCADENER_DATA (else the suite file's folder)
 
-Set keys: path (required), name, format, scheme, lang, label_map (a table code -> name, or a JSON
-file), labels (a flat list), categories (a tree file), levels (list of ints), sentences ([first,
-last], 1-based and inclusive, in file order, taken before sampling), sample, seed, demos (a
-labelled file for in-context demonstrations), shots.
+Set keys beyond the spec's: labels (a flat list), levels (list of ints), seed, demos (a labelled
+file for in-context demonstrations), shots.
 
 One model runs every set. A set with levels is tagged once, with the tree cut to its deepest
 level, and scored at each level by cutting gold and predicted paths to it (`geic.metrics.at_level`).
 """
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import fmean
 from typing import Any, Mapping, Sequence
 
-from cascadener.data import FORMATS, read_documents
-from cascadener.data.labels import dataset_types, load_label_map, load_labelled, readable_labels
-from cascadener.data.tags import SCHEMES
-from cascadener.evaluation.run import ModelRun, Progress, run, with_paths
+from cascadener.data.labels import dataset_types, load_labelled, with_paths
+from cascadener.data.spec import DatasetSpec, in_range, parse_spec, read_labelled, read_table, resolve
+from cascadener.evaluation.run import ModelRun, Progress, run
 from cascadener.geic.hierarchy import Hierarchy
 from cascadener.geic.metrics import PRF, Report, at_level, confusion, score
 from cascadener.geic.sampling import few_shot, stratified_subset
@@ -45,25 +42,12 @@ class SuiteError(ValueError):
 
 
 @dataclass(frozen=True)
-class TestSet:
-    path: str
-    name: str = ""
-    format: str = "auto"
-    scheme: str = "auto"
-    lang: str | None = None
-    label_map: Mapping[str, str] | str | None = None   # code -> name, or a JSON file of them
+class TestSet(DatasetSpec):
     labels: tuple[str, ...] = ()                       # a flat list offered instead of the dataset's types
-    categories: str | None = None                      # a category tree file
     levels: tuple[int, ...] = ()                       # with categories: the levels to score
-    sentences: tuple[int, int] | None = None           # 1-based, inclusive, before sampling
-    sample: int | None = None                          # stratified sample size (paper eq. 4 subset)
     seed: int = 0
     demos: str | None = None                           # labelled file for in-context demonstrations
     shots: int = 5
-
-    @property
-    def title(self) -> str:
-        return self.name or self.path
 
 
 @dataclass
@@ -134,74 +118,33 @@ class SuiteResult:
 
 # ---- reading suite files ----------------------------------------------------------------------------
 
-_KEYS = {f.name for f in fields(TestSet)}
-
-
 def parse_set(record: Mapping[str, Any], where: str) -> TestSet:
     """A TestSet from one suite record (a TOML table or JSON object), checked key by key."""
-    unknown = sorted(set(record) - _KEYS)
-    if unknown:
-        raise SuiteError(f"{where}: unknown key {unknown[0]!r}; a set takes {', '.join(sorted(_KEYS))}")
-    if not isinstance(record.get("path"), str):
-        raise SuiteError(f"{where}: 'path' (the data file) is required and must be a string")
-    r = dict(record)
-    for key in ("labels", "levels", "sentences"):
-        if key in r and not isinstance(r[key], list):
-            raise SuiteError(f"{where}: {key} is a list, got {r[key]!r}")
-        if key in r:
-            r[key] = tuple(r[key])
-    if "sentences" in r and len(r["sentences"]) != 2:
-        raise SuiteError(f"{where}: sentences is [first, last], got {list(r['sentences'])}")
-    spec = TestSet(**r)
+    spec = parse_spec(record, where, TestSet, SuiteError)
     check(spec, where)
     return spec
 
 
 def check(spec: TestSet, where: str) -> None:
-    """What can be checked before any file is read."""
-    if spec.format not in ("auto", *FORMATS):
-        raise SuiteError(f"{where}: format {spec.format!r} is not auto or one of {', '.join(FORMATS)}")
-    if spec.scheme not in ("auto", *SCHEMES):
-        raise SuiteError(f"{where}: scheme {spec.scheme!r} is not auto or one of {', '.join(SCHEMES)}")
-    if not all(isinstance(label, str) for label in spec.labels):
-        raise SuiteError(f"{where}: labels is a list of names, got {list(spec.labels)}")
+    """What a test set adds to the spec, checked before any file is read."""
+    if not isinstance(spec.labels, tuple) or not all(isinstance(label, str) for label in spec.labels):
+        raise SuiteError(f"{where}: labels is a list, got {spec.labels!r}")
     if spec.labels and spec.categories:
         raise SuiteError(f"{where}: give labels or categories, not both")
+    if not isinstance(spec.levels, tuple) or any(not isinstance(n, int) or n < 1 for n in spec.levels):
+        raise SuiteError(f"{where}: levels is a list of whole numbers from 1, got {spec.levels!r}")
     if spec.levels and not spec.categories:
         raise SuiteError(f"{where}: levels need a category tree (categories)")
-    if spec.sentences is not None:
-        first, last = spec.sentences
-        if not (isinstance(first, int) and isinstance(last, int) and 1 <= first <= last):
-            raise SuiteError(f"{where}: sentences must be [first, last] with 1 <= first <= last, "
-                             f"got {list(spec.sentences)}")
-    if any(not isinstance(n, int) or n < 1 for n in spec.levels):
-        raise SuiteError(f"{where}: levels are whole numbers from 1, got {list(spec.levels)}")
-    for key in ("sample", "shots"):
-        value = getattr(spec, key)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise SuiteError(f"{where}: {key} must be a whole number >= 1, got {value!r}")
+    if not isinstance(spec.shots, int) or spec.shots < 1:
+        raise SuiteError(f"{where}: shots must be a whole number >= 1, got {spec.shots!r}")
 
 
 def read_suite(path: str | Path, root: str | Path | None = None) -> Suite:
     """A suite file (.toml or .json). Relative data paths resolve under `root`, else
     $CASCADENER_DATA, else the suite file's folder."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".toml":
-        try:
-            import tomllib
-        except ModuleNotFoundError:                     # Python 3.10
-            raise SuiteError(f"{path}: TOML suites need Python 3.11 (tomllib); write it as JSON") from None
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise SuiteError(f"{path}: {e}") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SuiteError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("sets"), list) or not data["sets"]:
+    data = read_table(path, SuiteError)
+    if not isinstance(data.get("sets"), list) or not data["sets"]:
         raise SuiteError(f"{path}: a suite has a non-empty list 'sets' of test sets")
     unknown = sorted(set(data) - {"name", "defaults", "sets"})
     if unknown:
@@ -233,36 +176,23 @@ def cut_tree(tree: Hierarchy, depth: int) -> Hierarchy:
 def load_set(spec: TestSet, root: str | Path = ".", limit: int | None = None) -> LoadedSet:
     """Read, relabel, cut and sample one test set. Raises ValueError/OSError (DataError names the
     file and line) for anything wrong with it."""
-    where = Path(root)
-
-    def resolve(p: str) -> Path:
-        return Path(p) if Path(p).is_absolute() else where / p
-
-    names = (dict(spec.label_map) if isinstance(spec.label_map, Mapping)
-             else load_label_map(resolve(spec.label_map)) if spec.label_map else {})
-    given = (Hierarchy.load(resolve(spec.categories)) if spec.categories
-             else Hierarchy.flat(spec.labels) if spec.labels else None)
-    read = read_documents(resolve(spec.path), spec.format, spec.lang, spec.scheme)
-    gold = readable_labels(read.documents, given, names)
-    tree = given or Hierarchy.flat(dataset_types(gold))     # the whole file's types, before any cut
-    gold = with_paths(gold, tree)
+    root = Path(root)
+    read = read_labelled(spec, root, Hierarchy.flat(spec.labels) if spec.labels else None)
+    tree = read.given or Hierarchy.flat(dataset_types(read.documents))     # the whole file's types
+    gold = with_paths(in_range(read.documents, spec, SuiteError), tree)
     if spec.levels:
         deepest = max(spec.levels)
         if deepest > tree.depth():
             raise SuiteError(f"{spec.title}: level {deepest} asked, but {spec.categories} has {tree.depth()}")
         gold, tree = at_level(gold, deepest), cut_tree(tree, deepest)
-    if spec.sentences:
-        first, last = spec.sentences
-        if last > len(gold):
-            raise SuiteError(f"{spec.title}: sentences {first}-{last} asked, but {spec.path} has {len(gold)}")
-        gold = gold[first - 1:last]
     if spec.sample:
         gold = stratified_subset(gold, spec.sample, seed=spec.seed)
     gold = gold[:limit] if limit else gold
     if not gold:
         raise SuiteError(f"{spec.title}: no sentences to evaluate in {spec.path}")
-    demos = few_shot(load_labelled(resolve(spec.demos), given, names, lang=spec.lang), spec.shots,
-                     seed=spec.seed) if spec.demos else []
+    # paths, so a demonstration's mention is marked under whichever of its ancestors is offered
+    demos = with_paths(few_shot(load_labelled(resolve(spec.demos, root), read.given, read.names, lang=spec.lang),
+                                spec.shots, seed=spec.seed), tree) if spec.demos else []
     return LoadedSet(spec, gold, tree, demos, len(read.dropped))
 
 

@@ -19,8 +19,9 @@ sentence, as at inference, where the extraction prompt and every mention's first
 it: the dataset's top-level types, reduced, extended with other datasets' types that cannot
 describe this dataset's mentions (their coarse *kind* differs), renamed by synonyms, merged into
 a bucket, or at another granularity (a node replaced by its children, or a dataset's fine types
-folded into their kind, politician -> person). A mention whose type is not offered is not marked
-in the extraction answer, and its classification answer is UNKNOWN.
+folded into their kind, politician -> person), or nested: finer nodes offered beside the node they
+are under (person and politician), where the most specific offered type answers. A mention whose
+type is not offered is not marked in the extraction answer, and its classification answer is UNKNOWN.
 """
 from __future__ import annotations
 
@@ -56,12 +57,14 @@ class Dynamic:
     synonym: float = 0.2
     unknown: float = 0.1
     extend: float = 0.3          # views only: add types of other datasets
+    nest: float = 0.4            # views only: offer nodes below an offered node beside it (finer answers)
     hint: float = 0.5            # views only: offer "unknown" although every mention's type is listed
     shuffle: bool = True
 
     @classmethod
     def static(cls) -> Dynamic:
-        return cls(mix=0.0, reduce=0.0, merge=0.0, synonym=0.0, unknown=0.0, extend=0.0, hint=0.0, shuffle=False)
+        return cls(mix=0.0, reduce=0.0, merge=0.0, synonym=0.0, unknown=0.0, extend=0.0, nest=0.0, hint=0.0,
+                   shuffle=False)
 
 
 def mix_granularity(cands: list[str], answer: str, finer: Mapping[str, list[str]],
@@ -270,9 +273,14 @@ class View:
 
 
 def answer_for(offers: Sequence[Offer], path: NodePath) -> str:
-    """The name offered for a node of the path (offers cover disjoint subtrees), else UNKNOWN."""
-    prefixes = {path[:n] for n in range(1, len(path) + 1)}
-    return next((o.name for o in offers if o.nodes & prefixes), UNKNOWN)
+    """The name offered for the deepest node of the path on offer, else UNKNOWN: when a node and
+    one of its children are both offered (nest), the more specific one answers."""
+    best, depth = UNKNOWN, 0
+    for o in offers:
+        for node in o.nodes:
+            if depth < len(node) <= len(path) and path[:len(node)] == node:
+                best, depth = o.name, len(node)
+    return best
 
 
 def regranulate(offers: list[Offer], hierarchy: Hierarchy, rng: random.Random) -> list[Offer]:
@@ -300,6 +308,33 @@ def regranulate(offers: list[Offer], hierarchy: Hierarchy, rng: random.Random) -
         return offers[:first] + children + offers[first + 1:]
     folded = Offer(kind(min(offers[first].nodes)), frozenset().union(*(offers[i].nodes for i in pick)))
     return [folded if i == first else o for i, o in enumerate(offers) if i not in pick or i == first]
+
+
+def nest(offers: list[Offer], hierarchy: Hierarchy, paths: Sequence[NodePath], rng: random.Random) -> list[Offer]:
+    """Specific beside general: one to three nodes below an offered node (children or deeper)
+    join the list after it, the node staying on it (as CrossNER offers "politician" beside
+    "person"). A mention under an added node answers it, the node's other mentions the node.
+    Nodes the sentence's mentions are under are preferred, so the rule is seen at work."""
+    names, dup = {o.name for o in offers}, hierarchy.duplicates()
+    nodes = [min(o.nodes) for o in offers if len(o.nodes) == 1 and hierarchy.children(min(o.nodes))]
+    if not nodes:
+        return offers
+
+    def used(node: NodePath) -> bool:
+        return any(p[:len(node)] == node for p in paths)
+    node = rng.choice([n for n in nodes if used(n)] or nodes)
+    below = [p for p in hierarchy.paths() if len(p) > len(node) and p[:len(node)] == node
+             and p[-1] not in names and p[-1] not in dup]
+    if not below:
+        return offers
+    on_paths = [p for p in below if used(p)]
+    picks = set(rng.sample(on_paths, rng.randint(1, min(2, len(on_paths))))) if on_paths else set()
+    rest = [p for p in below if p not in picks]
+    if rest:
+        picks |= set(rng.sample(rest, rng.randint(0 if picks else 1, min(3 - len(picks), len(rest)))))
+    i = next(j for j, o in enumerate(offers) if o.nodes == {node})
+    added = [Offer(p[-1], frozenset({p})) for p in below if p in picks]
+    return offers[:i + 1] + added + offers[i + 1:]
 
 
 def withdraw(offers: list[Offer], paths: Sequence[NodePath], rng: random.Random) -> list[Offer]:
@@ -379,6 +414,8 @@ def _view(doc: Document, hierarchy: Hierarchy, rng: random.Random, dynamic: Dyna
     offers = [Offer(r, frozenset({(r,)})) for r in hierarchy.roots]
     if rng.random() < dynamic.mix:
         offers = regranulate(offers, hierarchy, rng)
+    if rng.random() < dynamic.nest:
+        offers = nest(offers, hierarchy, paths, rng)
     if rng.random() < dynamic.reduce:
         offers = drop_unused(offers, paths, rng)
     if rng.random() < dynamic.unknown:

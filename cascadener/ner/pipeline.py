@@ -26,10 +26,12 @@ from cascadener.ner.labels import LabelChoice
 from cascadener.ner.prompts import PROMPT_FORMATS, PromptFormat, get_format, match_label
 
 MIN_SEGMENT_CHARS = 10   # a shorter piece holds a word or two: most entities would be cut apart
-# At most this many segments go to the engine at once (as many as the CLI's default chunk of
-# one-sentence lines): what it keeps per request (prompt, copy automaton, answer) is then bounded
-# whatever the length of a text. A longer text is tagged in parts, each a text of its own.
-SEGMENTS_PER_CALL = 1024
+# At most this many segments go to the engine at once: what it keeps per request (prompt, copy
+# automaton, answer) is then bounded whatever the length of a text, and a long text is tagged in
+# parts, each a text of its own. Small enough that a part's extraction prompts and answers stay in
+# the engine's prefix cache (engine/prefix_cache.py, 32k tokens) until its classification reuses
+# them: at 1,024 segments of a few hundred tokens each they were evicted first and recomputed.
+SEGMENTS_PER_CALL = 128
 
 
 @dataclass(frozen=True)

@@ -211,12 +211,19 @@ class Qwen2(nn.Module):
         return self.lm_head(x.reshape(B * T, C)).view(B, T, -1).float()
 
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None,
-                      pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Final-norm hidden states (B, T, C): what the LM head (or a restricted head) reads."""
+                      pad_mask: torch.Tensor | None = None,
+                      layout: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Final-norm hidden states (B, T, C): what the LM head (or a restricted head) reads.
+
+        layout = (positions (B, T), mask (B, 1, T, T)), without a cache, replaces the causal
+        order: training packs a sentence's examples as a token tree (training/batches.py)."""
         B, T = idx.shape
         if pad_mask is None:
             pad_mask = torch.ones_like(idx, dtype=torch.bool)
-        if cache is not None:
+        if layout is not None:
+            assert cache is None, "a packed layout is for uncached (training) forwards"
+            positions, mask = layout
+        elif cache is not None:
             positions, mask = cache.begin(pad_mask)
         else:
             positions, mask = uncached_positions_and_mask(pad_mask)

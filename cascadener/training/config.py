@@ -36,7 +36,7 @@ class TrainConfig:
     shots: int | None = None                # train on a stratified few-shot sample of this many sentences
     steps: int | None = None                # optimizer steps; None = `epochs` passes over the data
     epochs: float = 1.0
-    batch_size: int = 8                     # examples per micro-batch, per process
+    batch_size: int = 8                     # sentences per micro-batch (each with all its examples), per process
     grad_accum: int = 1                     # micro-batches per optimizer step, per process
     lr: float = 2e-4
     warmup: int = 10                        # linear warmup steps, then cosine decay to min_lr_ratio * lr

@@ -78,13 +78,14 @@ def extraction_examples(docs: Sequence[Document], fmt: PromptFormat, types: Sequ
 
 
 def classification_examples(docs: Sequence[Document], tree: Hierarchy, fmt: PromptFormat, seed: int,
-                            dynamic: Dynamic = Dynamic()) -> list[ChatExample]:
+                            dynamic: Dynamic = Dynamic()) -> list[tuple[str, ChatExample]]:
+    """(sentence, example) per gold mention and level."""
     rng = random.Random(f"hint-{seed}")
     out = []
     for ex in categorized(docs, tree, seed, dynamic):
         hint = ex.answer == UNKNOWN or rng.random() < HINT_RATE
-        out.append(ChatExample(fmt.classification(ex.text, ex.span, ex.candidates, hint, ex.history),
-                               fmt.classification_answer(ex.answer)))
+        out.append((ex.text, ChatExample(fmt.classification(ex.text, ex.span, ex.candidates, hint, ex.history),
+                                         fmt.classification_answer(ex.answer))))
     return out
 
 
@@ -100,14 +101,17 @@ def mentions_on_tree(docs: Sequence[Document], tree: Hierarchy) -> list[Document
 
 
 def chat_examples(task: str, docs: Sequence[Document], tree: Hierarchy, fmt: PromptFormat,
-                  seed: int) -> list[ChatExample]:
-    """"extract", "classify", or "joint": both sets, for one adapter that serves both stages."""
-    out = []
+                  seed: int) -> list[list[ChatExample]]:
+    """"extract", "classify", or "joint": both sets, for one adapter that serves both stages.
+    One list per sentence: training packs a sentence's examples into one sequence."""
+    groups: dict[str, list[ChatExample]] = {}
     if task in ("extract", "joint"):
-        out += extraction_examples(docs, fmt, tree.roots, seed)
+        for doc, example in zip(docs, extraction_examples(docs, fmt, tree.roots, seed)):
+            groups.setdefault(doc.text, []).append(example)
     if task in ("classify", "joint"):
-        out += classification_examples(mentions_on_tree(docs, tree), tree, fmt, seed)
-    return out
+        for text, example in classification_examples(mentions_on_tree(docs, tree), tree, fmt, seed):
+            groups.setdefault(text, []).append(example)
+    return list(groups.values())
 
 
 def view_examples(view: View, task: str, fmt: PromptFormat) -> list[ChatExample]:
@@ -155,9 +159,15 @@ def tokenize(example: ChatExample, tokenizer: Tokenizer) -> TokenizedExample:
     return TokenizedExample(prompt + answer, mask + [True] * len(answer))
 
 
-def tokenize_all(examples: Sequence[ChatExample], tokenizer: Tokenizer,
-                 max_len: int) -> tuple[list[TokenizedExample], int]:
-    """Tokenized examples no longer than max_len tokens, and how many were longer (left out)."""
-    tokenized = [tokenize(e, tokenizer) for e in examples]
-    kept = [t for t in tokenized if len(t) <= max_len]
-    return kept, len(tokenized) - len(kept)
+def tokenize_all(groups: Sequence[Sequence[ChatExample]], tokenizer: Tokenizer,
+                 max_len: int) -> tuple[list[list[TokenizedExample]], int]:
+    """Each sentence's tokenized examples no longer than max_len tokens (sentences left with none
+    dropped), and how many examples were longer (left out)."""
+    out, too_long = [], 0
+    for group in groups:
+        tokenized = [tokenize(e, tokenizer) for e in group]
+        kept = [t for t in tokenized if len(t) <= max_len]
+        too_long += len(tokenized) - len(kept)
+        if kept:
+            out.append(kept)
+    return out, too_long

@@ -37,14 +37,14 @@ from cascadener.ner.pipeline import Options
 from cascadener.ner.prompts import get_format
 from cascadener.qwen2.tokenizer import Tokenizer, load_tokenizer
 from cascadener.training import distributed
-from cascadener.training.batches import Batch, Plan, collate
+from cascadener.training.batches import Batch, Packed, Plan, collate, pack_sentence
 from cascadener.training.checkpointing import (BEST, TrainState, checkpoint_dir, load_training_state, save_best, save_checkpoint,
                             save_merged)
 from cascadener.training.config import TrainConfig, TrainError
 from cascadener.training.distributed import World
 from cascadener.training.evaluation import dev_scores
 from cascadener.data.labels import dataset_types, load_labelled
-from cascadener.training.examples import (TokenizedExample, chat_examples, load_task_data, tokenize_all,
+from cascadener.training.examples import (chat_examples, load_task_data, tokenize_all,
                                           view_examples)
 from cascadener.training.mixture import describe, load_mixture, read_mixture
 
@@ -97,10 +97,11 @@ def precision(cfg: TrainConfig, device: torch.device) -> AbstractContextManager:
 
 def token_loss_sum(model: Qwen2, batch: Batch) -> torch.Tensor:
     """Summed cross-entropy over the answer tokens. The LM head (151936 x 896 in the 0.5B model,
-    the largest matmul) runs only at those positions, not at every prompt position."""
-    hidden = model.hidden_states(batch.inputs, pad_mask=batch.pad_mask)       # (B, T, C)
-    logits = model.lm_head(hidden[batch.loss_mask]).float()                   # (N, V)
-    return F.cross_entropy(logits, batch.targets[batch.loss_mask], reduction="sum")
+    the largest matmul) runs only at the positions that predict them, not at every prompt position."""
+    hidden = model.hidden_states(batch.inputs, pad_mask=batch.pad_mask,
+                                 layout=(batch.positions, batch.mask))         # (B, T, C)
+    logits = model.lm_head(hidden.flatten(0, 1)[batch.predict_at]).float()     # (N, V)
+    return F.cross_entropy(logits, batch.targets, reduction="sum")
 
 
 # --- one optimizer step ---------------------------------------------------------------------------
@@ -134,8 +135,8 @@ def train_step(model: Qwen2, optimizer: torch.optim.Optimizer, plan: Plan, step:
     seed_step(cfg.seed, step, world.rank)
     n_targets = plan.targets_at(step)
     loss_sum = 0.0
-    for examples in plan.micro_batches(step, world.rank, world.size):
-        batch = collate(examples, pad_id=0).to(world.device)    # any id: padding is masked out
+    for packs in plan.micro_batches(step, world.rank, world.size):
+        batch = collate(packs, pad_id=0).to(world.device)    # any id: padding is masked out
         with precision(cfg, world.device):
             loss = token_loss_sum(model, batch)
         (loss / n_targets).backward()   # accumulates: the step's gradient is of the global token mean
@@ -213,7 +214,7 @@ def check_out_dir(cfg: TrainConfig, out: Path, resuming: bool) -> None:
 
 @dataclass
 class Data:
-    examples: list[TokenizedExample]
+    sequences: list[Packed]         # each sentence's examples as token trees (one, or a few if long)
     tree: Hierarchy | None          # the categories dev F1 is scored on (flat: the data's own types)
     dev: list[Document]
     summary: str
@@ -223,25 +224,28 @@ def load_data(cfg: TrainConfig, tokenizer: Tokenizer) -> Data:
     fmt = get_format(cfg.prompt_format, cfg.system)
     if cfg.mixture:
         loaded, views = load_mixture(read_mixture(cfg.mixture), cfg.seed)
-        chats = [(name, chat) for name, view in views for chat in view_examples(view, cfg.task, fmt)]
-        examples, too_long = tokenize_all([chat for _, chat in chats], tokenizer, cfg.max_len)
-        what = f"{cfg.mixture} ({len(views)} sentence views)\n{describe(loaded, Counter(n for n, _ in chats))}\n"
+        chats = [view_examples(view, cfg.task, fmt) for _, view in views]
+        counts = Counter(name for (name, _), group in zip(views, chats) for _ in group)
+        what = f"{cfg.mixture} ({len(views)} sentence views)\n{describe(loaded, counts)}\n"
         tree = Hierarchy.load(cfg.categories) if cfg.categories else None
     else:
         docs, tree = load_task_data(cfg.data, cfg.categories, cfg.shots, cfg.seed)
         chats = chat_examples(cfg.task, docs, tree, fmt, cfg.seed)
-        examples, too_long = tokenize_all(chats, tokenizer, cfg.max_len)
         what = f"{len(docs)} sentences{f'; labels {tree.roots}' if cfg.task != 'extract' else ''}; "
-    if not examples:
+    groups, too_long = tokenize_all(chats, tokenizer, cfg.max_len)
+    if not groups:
         raise TrainError(f"no training examples in {cfg.data or cfg.mixture} (after --shots and --max-len)")
+    packs = [p for g in groups for p in pack_sentence(g)]
     dev = load_labelled(cfg.dev, tree) if cfg.dev else []
     if dev and tree is None:            # a mixture without --categories: the dev set's own types
         tree = Hierarchy.flat(dataset_types(dev))
     dev = stratified_subset(dev, cfg.dev_sample, cfg.seed)
-    summary = (f"{cfg.task}: {len(examples)} examples from {what}"
+    tokens, packed = sum(len(e) for g in groups for e in g), sum(len(p) for p in packs)
+    summary = (f"{cfg.task}: {sum(map(len, groups))} examples from {what}"
                f"{f'{too_long} longer than --max-len left out, ' if too_long else ''}"
-               f"{sum(e.n_targets for e in examples)} answer tokens; {len(dev)} dev sentences")
-    return Data(examples, tree, dev, summary)
+               f"{sum(p.n_targets for p in packs)} answer tokens; packed by sentence into {len(packs)} "
+               f"sequences of {packed} tokens ({tokens / packed:.2f}x fewer); {len(dev)} dev sentences")
+    return Data(packs, tree, dev, summary)
 
 
 def train(cfg: TrainConfig) -> TrainState:
@@ -262,7 +266,7 @@ def run(cfg: TrainConfig, world: World) -> TrainState:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = load_training_state(ckpt, optimizer) if ckpt else TrainState()
-    plan = Plan(data.examples, cfg.batch_size, cfg.batch_size * cfg.grad_accum * world.size, cfg.seed)
+    plan = Plan(data.sequences, cfg.batch_size, cfg.batch_size * cfg.grad_accum * world.size, cfg.seed)
     total = cfg.steps or math.ceil(cfg.epochs * plan.steps_per_epoch)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
