@@ -36,10 +36,12 @@ Method (that of shared/tools/hf-baseline-bench.py, applied to both implementatio
   is used only when no clean one exists, marked with * in the table. Ctrl-C stops the run and
   still prints the summary of the runs finished so far.
 * `--device cuda[:N]`: both implementations on that GPU (ours as the engine runs there: plain
-  linears, SDPA), timings synchronized with it, peak GPU memory recorded (`peak_gpu_mib` in
-  --json), and the read-bandwidth probe, hence the bandwidth bound, is the GPU's. `--random-weights` writes random weights of the checkpoint's
-  shape (from its config.json; the tokenizer files are used as they are) once, for both sides:
-  speed does not depend on the values, and only the small files need to travel to a GPU machine.
+  linears, SDPA, one-token steps replayed as a CUDA graph; `--eager-steps`: without the graph),
+  timings synchronized with it, peak GPU memory recorded (`peak_gpu_mib` in --json), and the
+  read-bandwidth probe, hence the bandwidth bound, is the GPU's. `--random-weights` writes random
+  weights of the checkpoint's shape (from its config.json; the tokenizer files are used as they
+  are) once, for both sides: speed does not depend on the values, and only the small files need
+  to travel to a GPU machine.
 * Memory-bandwidth bound for batch-1 decode: each token must stream every weight except the
   embedding gather (988 MB in bf16 for the 0.5B tied model), so tok/s <= bandwidth / bytes. The
   bound uses the best read bandwidth seen in the run (the most demanding ceiling).
@@ -91,7 +93,7 @@ class Backend(Protocol):
 
 class Ours:
     def __init__(self, model_dir: str, dtype: torch.dtype, int8: bool = False, plain: bool = False,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", eager_steps: bool = False) -> None:
         from cascadener import load_model
         from cascadener.engine.fastlinear import prepare_for_inference, quantize_int8
         from cascadener.qwen2.model import bytes_per_token_decode
@@ -103,6 +105,7 @@ class Ours:
         self.weight_bytes_per_token = bytes_per_token_decode(self.model)   # before packing hides the bytes
         if not plain:
             prepare_for_inference(self.model)                              # packs whatever is still plain
+        self.static_steps = False if eager_steps else None                 # None: the engine's default
 
     def prefill(self, ids: list[int]) -> None:
         with torch.inference_mode():
@@ -112,7 +115,7 @@ class Ours:
         from cascadener import SamplingParams, generate
 
         return [g.tokens for g in generate(self.model, prompts, SamplingParams(max_new_tokens=n, stop_ids=()),
-                                           batch_size=len(prompts))]
+                                           batch_size=len(prompts), static_steps=self.static_steps)]
 
 
 class HF:
@@ -165,20 +168,20 @@ def time_decode(backend: Backend, prompts: list[list[int]]) -> dict:
 
 
 def run_configuration(impl: str, dtype_name: str, mode: str, model_dir: str, threads: int, int8: bool,
-                      plain: bool, device: str) -> dict:
+                      plain: bool, device: str, eager_steps: bool = False) -> dict:
     from cascadener import load_tokenizer
 
     torch.set_num_threads(threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     tok = load_tokenizer(model_dir)
-    load_s, backend = timed(lambda: Ours(model_dir, dtype, int8, plain, device) if impl == "ours"
+    load_s, backend = timed(lambda: Ours(model_dir, dtype, int8, plain, device, eager_steps) if impl == "ours"
                             else HF(model_dir, dtype, pad_id=tok.token_to_id("<|endoftext|>"), device=device))
     if mode == "prefill":
         res = time_prefill(backend, long_prompt_ids(tok, PREFILL_TOKENS), device)
     else:
         res = time_decode(backend, chat_prompt_ids(tok, BATCH[mode]))
     res.update(impl=impl, dtype=dtype_name, mode=mode, load_s=round(load_s, 2), int8=int8 and impl == "ours",
-               plain_linears=plain and impl == "ours",
+               plain_linears=plain and impl == "ours", eager_steps=eager_steps and impl == "ours",
                threads=torch.get_num_threads(), device=device, peak_rss_mib=round(peak_rss_mib()))
     if device.startswith("cuda"):
         res["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
@@ -354,6 +357,9 @@ def parse_args() -> argparse.Namespace:
                     help="ours with plain nn.Linear (F.linear) instead of the engine's oneDNN-packed linears")
     ap.add_argument("--int8", action="store_true",
                     help="ours with weight-only int8 linears (cascadener.quantize); HF stays in --dtypes")
+    ap.add_argument("--eager-steps", action="store_true",
+                    help="ours without CUDA graphs for one-token steps (on a GPU they are the default; "
+                         "cascadener/engine/graphs.py)")
     ap.add_argument("--wait-quiet", type=float, default=120, metavar="S",
                     help="before each child, wait up to S seconds for other processes to leave the CPUs "
                          "(< 10%% busy); 0 = never wait (default: %(default)s)")
@@ -390,7 +396,7 @@ def measure(child_args: list[str], args: argparse.Namespace) -> dict:
     for attempt in range(args.retries + 1):
         if args.wait_quiet > 0:
             wait_for_quiet(args.wait_quiet, OTHERS_LIMIT)
-        extra = (["--int8"] if args.int8 else []) + (["--plain-linears"] if args.plain_linears else [])
+        extra = [f"--{flag}" for flag in ("int8", "plain-linears", "eager-steps") if getattr(args, flag.replace("-", "_"))]
         r = run_child(script, [*child_args, *extra, "--model", args.model, "--threads", str(args.threads),
                                "--device", args.device], args.threads)
         if r["others_cpu_share"] <= OTHERS_LIMIT:
@@ -405,7 +411,7 @@ def child_main(args: argparse.Namespace) -> None:
         emit(run_probe(args.threads, args.device))
     else:
         emit(run_configuration(args.child, args.dtype, args.mode, args.model, args.threads, args.int8,
-                               args.plain_linears, args.device))
+                               args.plain_linears, args.device, args.eager_steps))
 
 
 def main() -> None:

@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cascadener import load_model, load_tokenizer
+from cascadener.engine.graphs import StepGraph
 from cascadener.engine.kv import KVStore
 from cascadener.engine.prefix_cache import PrefixCache
 from cascadener.engine.sampling import SamplingParams, request_seed
-from cascadener.engine.scheduler import PrefillCounter, generate
+from cascadener.engine.scheduler import PrefillCounter, generate, prefill
 from cascadener.ner.copy import CopyConstraint
 from cascadener.ner.labels import LabelChoice
 from cascadener.ner.prompts import get_format
@@ -75,11 +76,13 @@ requests_st = st.lists(st.tuples(st.integers(0, len(TEXTS) - 1), st.sampled_from
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(spec=requests_st, batch=st.integers(1, 4), n_draft=st.sampled_from([0, 4]))
-def test_batched_equals_alone_for_every_policy(tiny, spec, batch, n_draft):
+@given(spec=requests_st, batch=st.integers(1, 4), n_draft=st.sampled_from([0, 4]), static=st.booleans())
+def test_batched_equals_alone_for_every_policy(tiny, spec, batch, n_draft, static):
+    """static: one-token steps as engine/graphs.py runs them (a CUDA graph on a GPU, the same
+    static-shape arithmetic on a CPU), against the device's default step."""
     model, tok = tiny
     requests = [request(tok, t, policy, budget) for t, policy, budget in spec]
-    together = run(model, requests, batch_size=batch, n_draft=n_draft)
+    together = run(model, requests, batch_size=batch, n_draft=n_draft, static_steps=static)
     alone = [run(model, [q], n_draft=n_draft)[0] for q in requests]
     assert same(together, alone)
     for g, a in zip(together, alone):
@@ -114,17 +117,41 @@ def test_a_seeded_request_samples_the_same_alone_batched_and_shuffled(tiny, poli
     assert request_seed(7, [1, 2], 0) == request_seed(7, [1, 2], 0) != request_seed(7, [1, 2], 1)
 
 
-def test_long_runs_compact_the_dead_slots_and_stay_exact(tiny, monkeypatch):
+@pytest.mark.parametrize("static", [False, True])
+def test_long_runs_compact_the_dead_slots_and_stay_exact(tiny, monkeypatch, static):
     """Sequences outlive the first buffer (prompt + 64 slots): compaction must kick in, and
-    change nothing."""
+    change nothing; nor must a static step's graph when the store it was bound to changes."""
     model, tok = tiny
     compactions = []
     original = KVStore.compact
     monkeypatch.setattr(KVStore, "compact", lambda self: (compactions.append(self.length), original(self)))
     requests = [request(tok, t, "free", budget=30 + 7 * t) for t in range(len(TEXTS))]
-    together = run(model, requests, batch_size=2)
+    together = run(model, requests, batch_size=2, static_steps=static)
     assert compactions
     assert same(together, [run(model, [q])[0] for q in requests])
+
+
+def test_a_static_step_computes_what_the_stores_own_step_does(tiny):
+    """engine/graphs.py's step (captured on a GPU) against KVStore.begin/update on a twin store:
+    the same hidden states for the fed rows, the same store afterwards, also across growth."""
+    model, tok = tiny
+    prompts = [tok.encode(t) for t in TEXTS[:3]]
+    own, static = prefill(model, prompts)[0], prefill(model, prompts)[0]
+    graph, graphs, gen = None, 0, torch.Generator().manual_seed(0)
+    for step in range(20):                      # the 16-slot store doubles at once and again later
+        ids = torch.randint(0, tok.vocab_size, (3, 1), generator=gen).to(model.device)
+        fed = torch.tensor([[True], [step % 2 == 0], [step != 3]], device=model.device)
+        own.make_room(1)
+        static.make_room(1)
+        if graph is None or not graph.serves(static):
+            graph, graphs = StepGraph(model, static), graphs + 1
+        expected, got = model.hidden_states(ids, own, fed), graph(ids, fed)
+        assert torch.allclose(got[fed[:, 0]], expected[fed[:, 0]], atol=1e-5)
+        assert (own.length, own.max_len) == (static.length, static.max_len)
+        assert torch.equal(own.valid, static.valid) and torch.equal(own.next_pos, static.next_pos)
+        held = own.valid[None, :, None, :, None]
+        assert torch.allclose(own.k * held, static.k * held, atol=1e-6)
+    assert graphs >= 2                          # a new buffer, a new graph
 
 
 def test_rows_are_reused_and_repeated_prompts_share_their_prefill(tiny):

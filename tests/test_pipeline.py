@@ -143,6 +143,16 @@ def test_tiny_model_end_to_end(tiny_ckpt):
     assert ner.stats.extraction_prompts == 4 and ner.stats.unaligned_marks == 0   # constrained copies
 
 
+def test_the_pipeline_tags_the_cpus_spans_on_the_device(tiny_ckpt, device):
+    """float32, k=3 sampled, a category tree: a GPU gives the CPU's spans and paths."""
+    if device.type == "cpu":
+        pytest.skip("compares another device against the CPU")
+    texts = ["Kobe Bryant played for the Los Angeles Lakers.", "北京是中国的首都。", "Angela Merkel visited Paris."]
+    tagged = [CascadeNER.load(model=tiny_ckpt, dtype=torch.float32, device=str(d), options=Options(k=3, seed=5))
+              .predict_batch(texts, categories=TREE) for d in ("cpu", device)]
+    assert tagged[0] == tagged[1] and any(doc.spans for doc in tagged[0])
+
+
 @pytest.mark.real
 def test_real_model_finds_known_entities_with_valid_offsets(real_ckpt):
     from cascadener.geic.spans import Document

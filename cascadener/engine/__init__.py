@@ -6,6 +6,7 @@ Knows token ids, policies and devices; never entities, marks or labels.
     constraint.py      the protocol a constrained request speaks (allowed tokens, advance, optional draft)
     sampling.py        SamplingParams and the one sampler (greedy, temperature/top-k/top-p, draft verification)
     kv.py              KVStore: the keys/values of the running rows and the moves on them
+    graphs.py          the one-token step with static shapes, recorded as a CUDA graph on a GPU
     prefix_cache.py    the radix tree of computed prompt prefixes
     restricted_head.py the LM head over the allowed tokens only
     fastlinear.py      the linears' inference forms (CPU: oneDNN-packed or int8)

@@ -90,6 +90,18 @@ class KVStore:
         self.v[layer, :, :, s:e] = v
         return self.k[layer, :, :, :e], self.v[layer, :, :, :e]
 
+    def take_slot(self, fed: torch.Tensor) -> int:
+        """`begin`'s bookkeeping for a step of one token per row whose keys and values are written
+        by someone else (engine/graphs.py, at a device-held slot): the rows with fed[r] hold the
+        next slot. Returns that slot."""
+        slot = self.length
+        if slot >= self.max_len:
+            raise ValueError(f"store overflow: {slot + 1} slots needed, {self.max_len} allocated")
+        self.valid[:, slot] = fed
+        self.next_pos += fed
+        self._start, self.length = slot, slot + 1
+        return slot
+
     # --- reading -------------------------------------------------------------------------------------
 
     def row_kv(self, row: int) -> torch.Tensor:

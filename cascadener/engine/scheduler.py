@@ -18,7 +18,9 @@ top to bottom in `generate`:
                hidden state gives the model's choice there (`sampling.sample`, or one argmax for
                the whole forward when greedy); a row keeps draft tokens while the model agrees, and
                at the first disagreement the model's token replaces the draft and the rest of the
-               block is cropped from the row (`KVStore.crop_rows`).
+               block is cropped from the row (`KVStore.crop_rows`). On a GPU a step of one token
+               per row is a CUDA graph, recorded once per store buffer and replayed
+               (cascadener.engine.graphs), so its hundreds of kernels cost one launch.
 3. retirement  a finished request's row is released at once; when nobody is waiting and half the
                rows are empty, the store shrinks to the live rows (no attention over empty rows).
 
@@ -38,6 +40,7 @@ from typing import Any, Sequence
 import torch
 
 from cascadener.engine.constraint import END, Allowed, Constraint
+from cascadener.engine.graphs import StepGraph
 from cascadener.engine.kv import KVStore
 from cascadener.engine.prefix_cache import PrefixCache, store_from_prefixes
 from cascadener.engine.restricted_head import restricted_logits
@@ -288,14 +291,16 @@ def _grid(plans: dict[int, _Plan], batch: int, pad_id: int, device: torch.device
 def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams],
              constraints: Sequence[Constraint | None] | None = None, *, batch_size: int = 32, pad_id: int = 0,
              counter: PrefillCounter | None = None, prefix_cache: PrefixCache | None = None,
-             n_draft: int = N_DRAFT) -> list[Generation]:
+             n_draft: int = N_DRAFT, static_steps: bool | None = None) -> list[Generation]:
     """One Generation per prompt, in input order. `params`: one for all, or one per prompt;
     `constraints`: None (all free), or one per prompt (None = free).
 
     Requests are admitted shortest prompt first (ties in input order), so identical requests given
     side by side (the k runs of one text) join together and share their prefill. The n-th of
     several requests with the same prompt is its run n: its own random stream. `n_draft=0` turns
-    copy-speculation off; `counter` and `prefix_cache` are as in `prefill`.
+    copy-speculation off; `counter` and `prefix_cache` are as in `prefill`. `static_steps`: run
+    one-token steps as cascadener.engine.graphs.StepGraph, a CUDA graph on a GPU (the default
+    there) and the same static-shape arithmetic eagerly elsewhere.
     """
     n = len(prompts)
     per = [params] * n if isinstance(params, SamplingParams) else list(params)
@@ -320,6 +325,8 @@ def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingPar
         return [x.out for x in live]
     store = KVStore.for_model(model, B, max(len(requests[i].prompt) for i in waiting) + 64)
     rows: dict[int, _Live] = {}
+    static = device.type == "cuda" if static_steps is None else static_steps
+    graph: StepGraph | None = None
 
     while waiting or rows:
         # 1. admission: prefill the joiners together, choose their first tokens, seat the unfinished
@@ -342,7 +349,12 @@ def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingPar
         ids, fed = _grid(plans, B, pad_id, device)
         store.make_room(ids.shape[1])
         start = store.length
-        hidden = model.hidden_states(ids, store, fed)
+        if static and ids.shape[1] == 1:
+            if graph is None or not graph.serves(store):
+                graph = StepGraph(model, store)
+            hidden = graph(ids, fed)
+        else:
+            hidden = model.hidden_states(ids, store, fed)
         kept = _choose(model, rows, plans, hidden)
         if any(kept[r] < len(p.block) for r, p in plans.items()):
             store.crop_rows([start + kept.get(r, 0) for r in range(B)])

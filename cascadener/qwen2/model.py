@@ -216,9 +216,13 @@ class Qwen2(nn.Module):
         """Final-norm hidden states (B, T, C): what the LM head (or a restricted head) reads.
 
         layout = (positions (B, T), mask (B, 1, T, T)), without a cache, replaces the causal
-        order: training packs a sentence's examples as a token tree (training/batches.py)."""
+        order: training packs a sentence's examples as a token tree (training/batches.py).
+        pad_mask None: every token is real. With a cache whose `begin` reads nothing back either,
+        the forward then never waits for the device, so it can be captured as a CUDA graph
+        (cascadener.engine.graphs)."""
         B, T = idx.shape
-        if pad_mask is None:
+        every_token_real = pad_mask is None
+        if every_token_real:
             pad_mask = torch.ones_like(idx, dtype=torch.bool)
         if layout is not None:
             assert cache is None, "a packed layout is for uncached (training) forwards"
@@ -228,7 +232,8 @@ class Qwen2(nn.Module):
         else:
             positions, mask = uncached_positions_and_mask(pad_mask)
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, self.dtype)
-        meta = AttentionMeta.for_pad_mask(rope.tables(cos, sin), mask, pad_mask)
+        tables = rope.tables(cos, sin)
+        meta = AttentionMeta(tables, mask, (B, T)) if every_token_real else AttentionMeta.for_pad_mask(tables, mask, pad_mask)
         x = self.embed_tokens(meta.from_grid(idx.reshape(B * T, 1)).squeeze(1))         # (N, C)
         for block in self.layers:
             x = block(x, meta, cache)
