@@ -33,9 +33,12 @@ class AttentionMeta:
     pad: torch.Tensor | None = None        # flat indices of the padding slots (the rest)
 
     @classmethod
-    def for_pad_mask(cls, rope: Tables, mask: torch.Tensor | None, pad_mask: torch.Tensor) -> AttentionMeta:
-        if bool(pad_mask.all()):
-            return cls(rope, mask, tuple(pad_mask.shape))
+    def for_pad_mask(cls, rope: Tables, mask: torch.Tensor | None, pad_mask: torch.Tensor | None,
+                     grid: tuple[int, int]) -> AttentionMeta:
+        """pad_mask None: every token is real, known without reading the device (a CUDA graph
+        cannot wait for it: cascadener.engine.graphs)."""
+        if pad_mask is None or bool(pad_mask.all()):
+            return cls(rope, mask, grid)
         flat = pad_mask.flatten()
         return cls(rope, mask, tuple(pad_mask.shape), flat.nonzero().squeeze(1), (~flat).nonzero().squeeze(1))
 

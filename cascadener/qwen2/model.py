@@ -221,19 +221,16 @@ class Qwen2(nn.Module):
         the forward then never waits for the device, so it can be captured as a CUDA graph
         (cascadener.engine.graphs)."""
         B, T = idx.shape
-        every_token_real = pad_mask is None
-        if every_token_real:
-            pad_mask = torch.ones_like(idx, dtype=torch.bool)
+        real = torch.ones_like(idx, dtype=torch.bool) if pad_mask is None else pad_mask
         if layout is not None:
             assert cache is None, "a packed layout is for uncached (training) forwards"
             positions, mask = layout
         elif cache is not None:
-            positions, mask = cache.begin(pad_mask)
+            positions, mask = cache.begin(real)
         else:
-            positions, mask = uncached_positions_and_mask(pad_mask)
+            positions, mask = uncached_positions_and_mask(real)
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, self.dtype)
-        tables = rope.tables(cos, sin)
-        meta = AttentionMeta(tables, mask, (B, T)) if every_token_real else AttentionMeta.for_pad_mask(tables, mask, pad_mask)
+        meta = AttentionMeta.for_pad_mask(rope.tables(cos, sin), mask, pad_mask, (B, T))
         x = self.embed_tokens(meta.from_grid(idx.reshape(B * T, 1)).squeeze(1))         # (N, C)
         for block in self.layers:
             x = block(x, meta, cache)
