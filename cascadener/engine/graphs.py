@@ -12,7 +12,7 @@ the device, so `StepGraph` changes how the step reads the KV store, not what it 
 * positions and the slot are copied into the graph's own device tensors, the mask comes from
   the store's `valid` and the slot.
 
-The step's bookkeeping on the store (`KVStore.take_slot`: the fed rows' `valid` bit, `next_pos`,
+The step's bookkeeping on the store (`KVStore.take_slots`: the fed rows' `valid` bit, `next_pos`,
 `length`) stays in Python, before the replay; the graph itself only writes the step's keys and
 values at the slot, so a replay (or a warm-up run) leaves nothing behind that the next step would
 not overwrite. A graph is bound to one store buffer: when the store grows, is replaced by
@@ -46,7 +46,7 @@ class SlotCache:
         self.slots = torch.arange(store.max_len, device=store.device)
 
     def begin(self, pad_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Which rows are fed is already in `valid` at the slot (KVStore.take_slot); a row that
+        # Which rows are fed is already in `valid` at the slot (KVStore.take_slots); a row that
         # feeds nothing still sees its own slot, so its softmax stays finite (qwen2/cache.py).
         seen = (self.store.valid & (self.slots <= self.slot)) | (self.slots == self.slot)
         return self.positions, seen[:, None, None, :]
@@ -96,7 +96,7 @@ class StepGraph:
         """Hidden states (B, 1, C) of the step; the store advances by one slot as with `begin`."""
         s = self.store
         self.cache.positions.copy_(s.next_pos[:, None])
-        self.cache.slot.fill_(s.take_slot(fed[:, 0]))
+        self.cache.slot.fill_(s.take_slots(fed))
         self.ids.copy_(ids)
         self.calls += 1
         if s.device.type != "cuda" or self.calls <= EAGER_STEPS:

@@ -72,14 +72,9 @@ class KVStore:
         B, T = pad_mask.shape
         if B != self.batch:
             raise ValueError(f"store holds {self.batch} rows, input has {B}")
-        start, end = self.length, self.length + T
-        if end > self.max_len:
-            raise ValueError(f"store overflow: {end} slots needed, {self.max_len} allocated")
-        self.valid[:, start:end] = pad_mask
         positions = self.next_pos[:, None] + (pad_mask.long().cumsum(-1) - 1).clamp(min=0)
-        self.next_pos += pad_mask.sum(-1)
-        self._start, self.length = start, end
-        keys_valid = self.valid[:, :end]
+        start = self.take_slots(pad_mask)
+        keys_valid = self.valid[:, :self.length]
         if T == 1 and bool(keys_valid.all()):
             return positions, None           # one query seeing every key: no mask needed
         return positions, causal_pad_mask(pad_mask, keys_valid, offset=start)
@@ -90,17 +85,17 @@ class KVStore:
         self.v[layer, :, :, s:e] = v
         return self.k[layer, :, :, :e], self.v[layer, :, :, :e]
 
-    def take_slot(self, fed: torch.Tensor) -> int:
-        """`begin`'s bookkeeping for a step of one token per row whose keys and values are written
-        by someone else (engine/graphs.py, at a device-held slot): the rows with fed[r] hold the
-        next slot. Returns that slot."""
-        slot = self.length
-        if slot >= self.max_len:
-            raise ValueError(f"store overflow: {slot + 1} slots needed, {self.max_len} allocated")
-        self.valid[:, slot] = fed
-        self.next_pos += fed
-        self._start, self.length = slot, slot + 1
-        return slot
+    def take_slots(self, pad_mask: torch.Tensor) -> int:
+        """`begin`'s bookkeeping alone: the next pad_mask.shape[1] slots, held by the real tokens
+        of pad_mask (B, T). Returns the first slot. A static step (engine/graphs.py) calls it
+        directly: it writes its keys at a device-held slot and must not read the device back."""
+        start, end = self.length, self.length + pad_mask.shape[1]
+        if end > self.max_len:
+            raise ValueError(f"store overflow: {end} slots needed, {self.max_len} allocated")
+        self.valid[:, start:end] = pad_mask
+        self.next_pos += pad_mask.sum(-1)
+        self._start, self.length = start, end
+        return start
 
     # --- reading -------------------------------------------------------------------------------------
 
