@@ -17,7 +17,7 @@ from cascadener.ner.prompts import get_format
 from cascadener.qwen2.tokenizer import IM_END
 from cascadener.training.examples import tokenize, view_examples
 from cascadener.training.mixture import (MixtureError, load_mixture, load_source, parse_mixture, read_mixture,
-                                         repeats, Source)
+                                         Source, repeats)
 from data_helpers import datasets_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,6 +76,9 @@ def test_relative_paths_are_under_the_data_root(tmp_path, monkeypatch):
     ('[[source]]\npath = "a"\nsample = -1\n', "sample must be a whole number >= 1"),
     ('[[source]]\npath = "a"\n[[source]]\npath = "a"\n', "two sources are named 'a'"),
     ('[dynamic]\nmixx = 0.1\n[[source]]\npath = "a"\n', "[dynamic] takes"),
+    ('[dynamic]\nnest = "a"\n[[source]]\npath = "a"\n', "[dynamic] nest is a probability in [0, 1], got 'a'"),
+    ('[dynamic]\nnest = 1.5\n[[source]]\npath = "a"\n', "[dynamic] nest is a probability in [0, 1], got 1.5"),
+    ('[dynamic]\nshuffle = 1\n[[source]]\npath = "a"\n', "[dynamic] shuffle must be true or false, got 1"),
     ('title = "x"\n', "unknown key 'title'"),
     ('[[source]]\npath = "a\n', "invalid TOML"),
 ])

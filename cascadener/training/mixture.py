@@ -72,6 +72,11 @@ def parse_mixture(data: Any, where: str, root: Path) -> Mixture:
     names = {f.name for f in fields(Dynamic)}
     if not isinstance(dyn, Mapping) or set(dyn) - names:
         raise MixtureError(f"{where}: [dynamic] takes {', '.join(sorted(names))}")
+    for key, value in dyn.items():
+        if key == "shuffle" and not isinstance(value, bool):
+            raise MixtureError(f"{where}: [dynamic] shuffle must be true or false, got {value!r}")
+        if key != "shuffle" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1):
+            raise MixtureError(f"{where}: [dynamic] {key} is a probability in [0, 1], got {value!r}")
     raw = data.get("source", [])
     if not isinstance(raw, list) or not raw:
         raise MixtureError(f"{where}: no [[source]] entries")
