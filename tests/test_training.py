@@ -109,8 +109,8 @@ def test_packed_sentences_have_the_loss_and_gradients_of_their_examples_alone(lo
     batched = loss_and_grads([packs])
     alone = loss_and_grads([[pack([e])] for g in rows for e in g])
     torch.testing.assert_close(batched[0], alone[0], rtol=1e-5, atol=1e-5)
-    for a, b in zip(batched[1], alone[1]):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    for a, b in zip(batched[1], alone[1]):      # fp32 sums in another order: error relative to the tensor
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6 * b.abs().max().item())
 
 
 def test_gradient_checkpointing_changes_nothing_but_memory(tiny_ckpt, examples):
@@ -133,6 +133,13 @@ def test_lr_warms_up_linearly_then_decays_by_cosine():
     lrs = [lr_at(s, cfg, total=20) for s in range(20)]
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
     assert all(a >= b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] == pytest.approx(0.1)
+
+
+def test_batch_size_defaults_to_about_eight_examples_a_step_per_task():
+    def size(task, **kw):
+        return TrainConfig(task=task, data="-", base="-", out="-", **kw).batch_size
+    assert [size(t) for t in ("extract", "classify", "joint")] == [8, 3, 3]
+    assert size("joint", batch_size=5) == 5
 
 
 # --- training runs --------------------------------------------------------------------------------

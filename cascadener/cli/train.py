@@ -33,7 +33,7 @@ import torch
 from cascadener.cli.common import device_arg
 from cascadener.qwen2.locate import WeightsNotFound, find_checkpoint
 from cascadener.qwen2.lora import ADAPTER_CONFIG, ALL_TARGETS, LoRAConfig
-from cascadener.training.config import DTYPES, TASKS, TrainConfig
+from cascadener.training.config import DEFAULT_BATCH_SIZE, DTYPES, TASKS, TrainConfig
 from cascadener.training.loop import Crash, train
 
 STOP_EXIT = 75      # exit status of a --stop-after "crash"
@@ -63,8 +63,9 @@ def parser() -> argparse.ArgumentParser:
     length = g.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps")
     length.add_argument("--epochs", type=float, default=DEFAULTS["epochs"], help="passes over the data")
-    g.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="sentences per micro-batch (a sentence's examples, its "
-                   "extraction and its questions, are packed into one sequence)")
+    g.add_argument("--batch-size", type=int, help="sentences per micro-batch (a sentence's examples, its extraction "
+                   "and its questions, are packed into one sequence); default: "
+                   + ", ".join(f"{n} for {t}" for t, n in DEFAULT_BATCH_SIZE.items()))
     g.add_argument("--grad-accum", type=int, default=DEFAULTS["grad_accum"], help="micro-batches per step")
     g.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     g.add_argument("--warmup", type=int, default=DEFAULTS["warmup"], help="linear warmup steps")

@@ -8,6 +8,11 @@ from cascadener.qwen2.checkpoint import DTYPES
 from cascadener.qwen2.lora import ALL_TARGETS, LoRAConfig
 
 TASKS = ("extract", "classify", "joint")
+# Sentences per micro-batch when --batch-size is not given: about eight examples a step, as the
+# recipes were tuned. Extraction has one example per sentence; classification and joint about
+# three (a sentence's questions, and its extraction). The joint recipe on 400 CoNLL-2003
+# sentences scored 0.828 at 3 and 0.806 at 8, which takes a third as many steps (BENCHMARKS.md).
+DEFAULT_BATCH_SIZE = {"extract": 8, "classify": 3, "joint": 3}
 
 # Fields that steer the run without changing its trajectory: they may differ on --resume. (Not
 # `steps`: the cosine schedule is laid out over the total.)
@@ -36,7 +41,8 @@ class TrainConfig:
     shots: int | None = None                # train on a stratified few-shot sample of this many sentences
     steps: int | None = None                # optimizer steps; None = `epochs` passes over the data
     epochs: float = 1.0
-    batch_size: int = 8                     # sentences per micro-batch (each with all its examples), per process
+    batch_size: int | None = None           # sentences per micro-batch (each with all its examples), per process;
+                                            # None = DEFAULT_BATCH_SIZE[task]
     grad_accum: int = 1                     # micro-batches per optimizer step, per process
     lr: float = 2e-4
     warmup: int = 10                        # linear warmup steps, then cosine decay to min_lr_ratio * lr
@@ -66,6 +72,8 @@ class TrainConfig:
             raise ValueError("shots applies to data; a mixture names each source's sentences itself")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.batch_size is None:
+            self.batch_size = DEFAULT_BATCH_SIZE[self.task]
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         for name in ("batch_size", "grad_accum", "lora_rank", "max_len", "log_every"):

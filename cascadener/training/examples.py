@@ -3,9 +3,10 @@
 Extraction: one example per sentence, answered by the sentence with its entities wrapped in ##.
 Classification: one example per gold mention and hierarchy level, with candidate lists rewritten by
 dynamic categorization (geic/categorize.py). Joint: both, for one adapter serving both stages.
-A mixture (mixture.py) brings views instead: one offered list per sentence across datasets,
-the extraction answer marking only the mentions of offered types (view_examples). Every prompt
-string comes from prompts.py, so what the adapters learn is exactly what infer.py will ask.
+The joint prompt format trains on views instead (geic.categorize.views; a mixture, mixture.py,
+draws them across datasets): one offered list per sentence, the extraction answer marking only the
+mentions of offered types (view_examples). Every prompt string comes from prompts.py, so what the
+adapters learn is exactly what infer.py will ask.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cascadener.data.labels import dataset_types, load_labelled, on_tree
-from cascadener.geic.categorize import Dynamic, View, examples as categorized
+from cascadener.geic.categorize import Dynamic, View, examples as categorized, views
 from cascadener.geic.hierarchy import UNKNOWN, Hierarchy
 from cascadener.geic.sampling import few_shot
 from cascadener.geic.spans import Document
@@ -68,13 +69,9 @@ def load_task_data(data: str | Path, categories: str | Path | None, shots: int |
 
 # --- chat examples ------------------------------------------------------------------------------
 
-def extraction_examples(docs: Sequence[Document], fmt: PromptFormat, types: Sequence[str] = (),
-                        seed: int = 0) -> list[ChatExample]:
-    """`types` (the tree's top level) is for the joint format, whose extraction prompt lists them,
-    with the zero-shot hint on a share of the examples as inference may ask either way."""
-    rng = random.Random(f"extraction-hint-{seed}")
-    return [ChatExample(fmt.extraction(d.text, types, rng.random() < HINT_RATE), fmt.extraction_answer(d))
-            for d in docs]
+def extraction_examples(docs: Sequence[Document], fmt: PromptFormat) -> list[ChatExample]:
+    """For a format whose extraction prompt lists no types (the joint format's come from views)."""
+    return [ChatExample(fmt.extraction(d.text), fmt.extraction_answer(d)) for d in docs]
 
 
 def classification_examples(docs: Sequence[Document], tree: Hierarchy, fmt: PromptFormat, seed: int,
@@ -103,10 +100,18 @@ def mentions_on_tree(docs: Sequence[Document], tree: Hierarchy) -> list[Document
 def chat_examples(task: str, docs: Sequence[Document], tree: Hierarchy, fmt: PromptFormat,
                   seed: int) -> list[list[ChatExample]]:
     """"extract", "classify", or "joint": both sets, for one adapter that serves both stages.
-    One list per sentence: training packs a sentence's examples into one sequence."""
+    One group of examples per sentence: training packs a sentence's examples into one sequence.
+
+    A format whose extraction prompt lists the types (joint) asks it and every mention's first
+    question under one type list at inference, so there a sentence trains as one view: one list,
+    drawn from its own tree by dynamic categorization, for its extraction and its questions. Its
+    examples then share their head (the list and the sentence) and pack into one short trie;
+    with a list drawn per question they would share only the system turn."""
+    if fmt.lists_types:
+        return [view_examples(v, task, fmt) for v in views(mentions_on_tree(docs, tree), tree, seed)]
     groups: dict[str, list[ChatExample]] = {}
     if task in ("extract", "joint"):
-        for doc, example in zip(docs, extraction_examples(docs, fmt, tree.roots, seed)):
+        for doc, example in zip(docs, extraction_examples(docs, fmt)):
             groups.setdefault(doc.text, []).append(example)
     if task in ("classify", "joint"):
         for text, example in classification_examples(mentions_on_tree(docs, tree), tree, fmt, seed):
