@@ -1,7 +1,7 @@
 import unicodedata
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from cascadener.geic.segment import enclosing, segments, sentences
 
@@ -60,6 +60,7 @@ def test_segments_tile_the_text_within_the_limit(text, max_chars):
 
 
 @given(TEXTS, st.integers(2, 40))
+@example("a\n, \u0301", 3)            # a comma before a space with a combining mark is no place to cut
 def test_sentence_ends_are_preferred_then_white_space(text, max_chars):
     pieces, sents = segments(text, max_chars), sentences(text)
     if all(e - s <= max_chars for s, e in sents):       # every cut is between sentences

@@ -19,6 +19,7 @@ from cascadener.ner.pipeline import CascadeNER, Options
 from cascadener.ner.prompts import get_format
 from cascadener.training.batches import collate, pack
 from cascadener.training.config import TrainConfig
+from cascadener.training.distributed import process_device
 from cascadener.training.examples import chat_examples, load_task_data, tokenize_all
 from cascadener.cli.train import STOP_EXIT, main
 from cascadener.training.loop import build_model, lr_at, token_loss_sum
@@ -229,15 +230,26 @@ def test_resume_after_a_kill_continues_exactly(tiny_ckpt, tmp_path):
 
 
 def test_torchrun_two_processes_train_like_one_with_the_same_global_batch(tiny_ckpt, tmp_path):
-    one = argv(tiny_ckpt, tmp_path / "one", "--steps", "4", "--lora-dropout", "0")
+    # On the CPU both: what is compared is the split of the global batch, not two devices.
+    one = argv(tiny_ckpt, tmp_path / "one", "--steps", "4", "--lora-dropout", "0", "--device", "cpu")
     assert main(one) == 0
-    two = argv(tiny_ckpt, tmp_path / "two", "--steps", "4", "--lora-dropout", "0")
+    two = argv(tiny_ckpt, tmp_path / "two", "--steps", "4", "--lora-dropout", "0", "--device", "cpu")
     two[two.index("--grad-accum") + 1] = "1"                  # 2 processes x 2 examples x 1 = 4, as above
     done = run_train("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py", *two)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [r["loss"] for r in logged(tmp_path / "two")] == pytest.approx(
         [r["loss"] for r in logged(tmp_path / "one")], rel=1e-4)
     assert_same_adapter(tmp_path / "two", tmp_path / "one", atol=1e-5)
+
+
+def test_torchrun_processes_take_a_gpu_each_or_all_the_cpu():
+    cpu = torch.device("cpu")
+    assert process_device("auto", 1, 2, gpus=2) == torch.device("cuda", 1)
+    assert process_device("auto", 1, 2, gpus=1) == cpu          # too few GPUs for auto: none is used
+    assert process_device("auto", 0, 2, gpus=0) == cpu
+    assert process_device("cpu", 1, 2, gpus=8) == cpu
+    with pytest.raises(ValueError):                             # asked for: refused in one line
+        process_device("cuda", 1, 2, gpus=1)
 
 
 # --- mixtures and adaptation ----------------------------------------------------------------------

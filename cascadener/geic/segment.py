@@ -119,8 +119,11 @@ def _cut_point(text: str, start: int, limit: int) -> int:
     """Where the piece that starts at `start` ends, given that the text goes on past `limit`:
     a position in (start, limit] (see the module docstring for the order of preference)."""
     half = start + (limit - start) // 2
+    # A Latin clause mark counts only before white space the cut can drop: before a space that
+    # carries a combining mark it would leave two pieces with no gap, where a plain space would do.
     clause = [m.end() for m in _CLAUSE_END.finditer(text, half, limit + 1)
-              if m.end() <= limit and _boundary(text, m.end())]
+              if m.end() <= limit and _boundary(text, m.end())
+              and (m.end() == len(text) or not text[m.end()].isspace() or _blank(text, m.end()))]
     if clause:
         return clause[-1]
     for i in range(limit, start, -1):

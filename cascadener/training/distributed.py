@@ -54,18 +54,31 @@ class World:
 
 
 def init(device: str = "auto") -> World:
-    """One process on `device` (auto: CUDA when there is one), or torchrun's processes, one GPU each."""
+    """One process on `device` (auto: CUDA when there is one), or torchrun's processes (see
+    `process_device`): nccl between GPUs, gloo between CPU processes."""
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return World(device=resolve_device(device))
     local = int(os.environ["LOCAL_RANK"])
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-        dist.init_process_group("nccl")
-        device = torch.device("cuda", local)
-    else:
-        dist.init_process_group("gloo")
-        device = torch.device("cpu")
-    return World(dist.get_rank(), dist.get_world_size(), device)
+    dev = process_device(device, local, int(os.environ.get("LOCAL_WORLD_SIZE", local + 1)),
+                         torch.cuda.device_count())
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return World(dist.get_rank(), dist.get_world_size(), dev)
+
+
+def process_device(device: str, local_rank: int, local_world: int, gpus: int) -> torch.device:
+    """The device of torchrun's process `local_rank` of the `local_world` on this machine: a GPU
+    each, or the CPU for all. auto takes the GPUs only when there is one for every process."""
+    if str(device) == "auto":
+        return torch.device("cuda", local_rank) if 0 < local_world <= gpus else torch.device("cpu")
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        return dev
+    if local_world > gpus:
+        raise ValueError(f"device {device!r}: {local_world} processes on this machine need a GPU each, "
+                         f"torch sees {gpus} (use --device cpu, or fewer processes)")
+    return torch.device("cuda", local_rank)
 
 
 def shutdown() -> None:
