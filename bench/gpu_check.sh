@@ -2,13 +2,14 @@
 # Issue 13's GPU checks as one run on a lent GPU machine (nothing here is needed on a CPU).
 #
 #   bash bench/gpu_check.sh --prepare     # here: the 0.5B checkpoint's config and tokenizer into .gpu/
-#   then, with the device tool: run  command "bash bench/gpu_check.sh"  carry [".gpu"]  timeout_s 480
+#   then, with the device tool: run  command "bash bench/gpu_check.sh"  carry [".gpu"]  timeout_s 540
 #
 # On the GPU machine (its python3 has torch, transformers, pytest and hypothesis; nothing is
 # installed): every test with a `device` parameter on CUDA (the engine's invariants, the pipeline's
 # spans against the CPU's), then bench/bench_core.py on random weights of the real 0.5B shape
 # against HF transformers on the same card, with the CUDA-graph step and without it
-# (--eager-steps). The real weights stay here: only config and tokenizer files travel (.gpu/).
+# (--eager-steps), and bench/profile_step.py (where a step's time goes). The real weights stay
+# here: only config and tokenizer files travel (.gpu/).
 # Everything printed is also written under $OUT, which the device tool brings back. Each stage
 # has its own time limit, so one that hangs leaves the others their time.
 set -uo pipefail
@@ -46,3 +47,7 @@ echo "== bench_core, eager steps (no graph), ours only"
 timeout -s INT -k 10 80 python3 bench/bench_core.py --device cuda --random-weights --model "$CKPT" --dtypes bf16 \
   --modes decode1,decode8 --repeats 1 --wait-quiet 0 --no-hf --eager-steps --json "$out/core_eager.json" \
   2>&1 | tee "$out/core_eager.txt"
+
+echo "== where one decode step's time goes"
+timeout -s INT -k 10 60 python3 bench/profile_step.py --model "$CKPT" --random-weights --device cuda --calls 100 \
+  2>&1 | tee "$out/profile_step.txt"
