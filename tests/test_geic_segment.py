@@ -6,6 +6,7 @@ from hypothesis import example, given, settings, strategies as st
 from cascadener.geic.segment import enclosing, segments, sentences
 
 CJK_MARKS = "。！？，、；：」』）"
+CLOSERS = "\"'”’»)]」』）"                  # may follow a mark (cascadener.geic.segment)
 # Characters that exercise every rule: sentence and clause marks, white space of several kinds,
 # CJK, combining marks, a ZWJ emoji sequence, a skin tone, flags, CR LF, Hangul jamo, a virama.
 ALPHABET = st.sampled_from(list("ab .!?,;:\"。！？，、北京\n\t\u3000") +
@@ -61,13 +62,15 @@ def test_segments_tile_the_text_within_the_limit(text, max_chars):
 
 @given(TEXTS, st.integers(2, 40))
 @example("a\n, \u0301", 3)            # a comma before a space with a combining mark is no place to cut
+@example("aaa\r\n，\"a", 7)            # a CJK comma and a closing quote: a cut with no gap
 def test_sentence_ends_are_preferred_then_white_space(text, max_chars):
     pieces, sents = segments(text, max_chars), sentences(text)
     if all(e - s <= max_chars for s, e in sents):       # every cut is between sentences
         assert {s for s, _ in pieces} <= {s for s, _ in sents} and {e for _, e in pieces} <= {e for _, e in sents}
     for (s, e), (s2, _) in zip(pieces, pieces[1:]):
         ends = {se for _, se in sents}                  # (a CJK sentence end, closers included, needs no gap)
-        if s2 == e and e not in ends and text[e - 1] not in CJK_MARKS:   # a cut without a gap: no space to cut at
+        after_cjk_mark = text[e - 1] in CJK_MARKS or text[s:e].rstrip(CLOSERS)[-1:] in tuple(CJK_MARKS)
+        if s2 == e and e not in ends and not after_cjk_mark:   # a cut without a gap: no space to cut at
             # (a space carrying a combining mark is part of a character, not a place to cut)
             assert not any(ch.isspace() and text[i + 1:i + 2] != "\u0301" for i, ch in enumerate(text[s + 1:e + 1], s + 1))
 
