@@ -123,7 +123,7 @@ def _cut_point(text: str, start: int, limit: int) -> int:
     # carries a combining mark it would leave two pieces with no gap, where a plain space would do.
     clause = [m.end() for m in _CLAUSE_END.finditer(text, half, limit + 1)
               if m.end() <= limit and _boundary(text, m.end())
-              and (m.end() == len(text) or not text[m.end()].isspace() or _blank(text, m.end()))]
+              and (not text[m.end()].isspace() or _blank(text, m.end()))]      # m.end() <= limit < len(text)
     if clause:
         return clause[-1]
     for i in range(limit, start, -1):
