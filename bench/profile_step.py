@@ -84,9 +84,14 @@ def main() -> int:
     ap.add_argument("--random-weights", action="store_true", help="random bf16 weights of the checkpoint's shape")
     ap.add_argument("--calls", type=int, default=50)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="profile_step_") as tmp:
-        path = write_random_checkpoint(args.model, Path(tmp)) if args.random_weights else args.model
-        model = ChatEngine.load(path, dtype=torch.bfloat16, device=args.device).model
+    if not (Path(args.model) / "config.json").exists():
+        ap.error(f"--model {args.model}: no config.json there")
+    try:
+        with tempfile.TemporaryDirectory(prefix="profile_step_") as tmp:
+            path = write_random_checkpoint(args.model, Path(tmp)) if args.random_weights else args.model
+            model = ChatEngine.load(path, dtype=torch.bfloat16, device=args.device).model
+    except (ValueError, OSError) as e:          # a bad device, a broken checkpoint
+        ap.error(str(e))
     name = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else "the CPU"
     print(f"# {model.device} ({name}), torch {torch.__version__}, bf16, {model.config.num_hidden_layers} layers")
     print("| batch | eager step ms | kernels (eager) | graph replay ms | graph step + LM head + argmax + read-back ms |")
