@@ -163,6 +163,23 @@ def test_rows_are_reused_and_repeated_prompts_share_their_prefill(tiny):
     assert counter.computed < counter.requested
 
 
+def test_the_longest_prompts_are_admitted_first(tiny, monkeypatch):
+    """Longest first: a long copy starts in the first prefill and decodes beside the others, not
+    alone after them. Ties keep their input order."""
+    from cascadener.engine import scheduler
+    model, tok = tiny
+    admitted, real = [], scheduler.prefill
+    def spy(model, prompts, *args, **kw):
+        admitted.append([len(p) for p in prompts])
+        return real(model, prompts, *args, **kw)
+    monkeypatch.setattr(scheduler, "prefill", spy)
+    requests = [request(tok, i, "free", budget=4) for i in (1, 6, 2, 0, 2)]
+    run(model, requests, batch_size=2)
+    lengths = [len(p) for p, _, _ in requests]
+    assert admitted[0] == sorted(lengths, reverse=True)[:2]
+    assert sorted(n for call in admitted for n in call) == sorted(lengths)
+
+
 def test_bad_and_empty_requests(tiny):
     model, _ = tiny
     with pytest.raises(ValueError, match="prompt 1 is empty"):

@@ -6,13 +6,14 @@ the allowed tokens come from an automaton, only their rows of the LM head are co
 constraint that can guess what comes next has its guess verified in the same forward). The loop,
 top to bottom in `generate`:
 
-1. admission   free rows of the store go to waiting requests, a quarter of the rows at a time so
-               that one prefill serves several. The prefill goes through the radix prefix cache
-               (cascadener.engine.prefix_cache): a prompt's cached prefix is copied in, prefixes the
-               joiners share (the system turn, one sentence under several mentions, the k runs of
-               one text) are computed once, and only the rest runs through the model. Each
-               joiner's first token is chosen from its prompt's last hidden state; a request that
-               this already finishes (a label decided by its first token) never takes a row.
+1. admission   free rows of the store go to waiting requests, longest prompt first, a quarter of
+               the rows at a time so that one prefill serves several. The prefill goes through the
+               radix prefix cache (cascadener.engine.prefix_cache): a prompt's cached prefix is
+               copied in, prefixes the joiners share (the system turn, one sentence under several
+               mentions, the k runs of one text) are computed once, and only the rest runs through
+               the model. Each joiner's first token is chosen from its prompt's last hidden
+               state; a request that this already finishes (a label decided by its first token)
+               never takes a row.
 2. step        every row feeds its pending token and, if its constraint drafts, up to `n_draft`
                guessed tokens, as one right-padded block through the model. Each fed position's
                hidden state gives the model's choice there (`sampling.sample`, or one argmax for
@@ -295,8 +296,11 @@ def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingPar
     """One Generation per prompt, in input order. `params`: one for all, or one per prompt;
     `constraints`: None (all free), or one per prompt (None = free).
 
-    Requests are admitted shortest prompt first (ties in input order), so identical requests given
-    side by side (the k runs of one text) join together and share their prefill. The n-th of
+    Requests are admitted longest prompt first (ties in input order). A long prompt (a long
+    sentence to copy) tends to have a long answer; started first, it decodes beside the others
+    instead of alone at the end, when a step of one row costs nearly what a full one does (longest
+    processing time first, the classic rule for a short makespan). Identical requests given side
+    by side (the k runs of one text) still join together and share their prefill. The n-th of
     several requests with the same prompt is its run n: its own random stream. `n_draft=0` turns
     copy-speculation off; `counter` and `prefix_cache` are as in `prefill`. `static_steps`: run
     one-token steps as cascadener.engine.graphs.StepGraph, a CUDA graph on a GPU (the default
@@ -319,7 +323,7 @@ def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingPar
         key = tuple(q.prompt)
         live.append(_live(q, runs[key], model.config.vocab_size, device))
         runs[key] += 1
-    waiting = deque(sorted((i for i, x in enumerate(live) if not x.done), key=lambda i: (len(requests[i].prompt), i)))
+    waiting = deque(sorted((i for i, x in enumerate(live) if not x.done), key=lambda i: (-len(requests[i].prompt), i)))
     B = min(batch_size, len(waiting))
     if B == 0:
         return [x.out for x in live]
