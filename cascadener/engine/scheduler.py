@@ -286,6 +286,21 @@ def _grid(plans: dict[int, _Plan], batch: int, pad_id: int, device: torch.device
     return torch.tensor(ids, device=device), torch.tensor(fed, device=device)
 
 
+def _joiners(waiting: deque[int], n: int, requests: Sequence[_Request]) -> list[int]:
+    """Up to n waiting requests, longest first, while padding fills at most half of the prefill's
+    grid. Joiners are padded to the longest, and padded positions cost attention (not the linear
+    layers): one long prompt among many short ones would multiply the prefill's attention several
+    times over. The shorter ones join at the next admission."""
+    first, taken, real = len(requests[waiting[0]].prompt), [], 0
+    while waiting and len(taken) < n:
+        m = len(requests[waiting[0]].prompt)
+        if taken and (len(taken) + 1) * first > 2 * (real + m):
+            break
+        taken.append(waiting.popleft())
+        real += m
+    return taken
+
+
 # --- the loop -----------------------------------------------------------------------------------------
 
 @torch.inference_mode()
@@ -336,7 +351,7 @@ def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingPar
         # 1. admission: prefill the joiners together, choose their first tokens, seat the unfinished
         free = [r for r in range(B) if r not in rows][:len(waiting)]
         if free and (len(free) >= min(max(1, B // 4), len(waiting)) or not rows):
-            joining = [live[waiting.popleft()] for _ in free]
+            joining = [live[i] for i in _joiners(waiting, len(free), requests)]
             src, last = prefill(model, [x.request.prompt for x in joining], pad_id, counter, prefix_cache)
             _choose(model, dict(enumerate(joining)), {j: x.plan(0, feed=False) for j, x in enumerate(joining)},
                     last[:, None])
