@@ -7,13 +7,13 @@ constraint that can guess what comes next has its guess verified in the same for
 top to bottom in `generate`:
 
 1. admission   free rows of the store go to waiting requests, longest prompt first, a quarter of
-               the rows at a time so that one prefill serves several. The prefill goes through the
-               radix prefix cache (cascadener.engine.prefix_cache): a prompt's cached prefix is
-               copied in, prefixes the joiners share (the system turn, one sentence under several
-               mentions, the k runs of one text) are computed once, and only the rest runs through
-               the model. Each joiner's first token is chosen from its prompt's last hidden
-               state; a request that this already finishes (a label decided by its first token)
-               never takes a row.
+               the rows at a time so that one prefill serves several (as many as keep its padding
+               under half of it: `_joiners`). The prefill goes through the radix prefix cache
+               (cascadener.engine.prefix_cache): a prompt's cached prefix is copied in, prefixes
+               the joiners share (the system turn, one sentence under several mentions, the k runs
+               of one text) are computed once, and only the rest runs through the model. Each
+               joiner's first token is chosen from its prompt's last hidden state; a request that
+               this already finishes (a label decided by its first token) never takes a row.
 2. step        every row feeds its pending token and, if its constraint drafts, up to `n_draft`
                guessed tokens, as one right-padded block through the model. Each fed position's
                hidden state gives the model's choice there (`sampling.sample`, or one argmax for
