@@ -163,25 +163,6 @@ def test_rows_are_reused_and_repeated_prompts_share_their_prefill(tiny):
     assert counter.computed < counter.requested
 
 
-def test_admission_takes_the_longest_prompts_first_and_bounds_their_padding(tiny, monkeypatch):
-    """Longest first: a long copy starts in the first prefill and decodes beside the others, not
-    alone after them; and a prefill's joiners are at least half real tokens (padding costs
-    attention), so short prompts wait for the next admission rather than pad to a long one."""
-    from cascadener.engine import scheduler
-    model, _ = tiny
-    admitted, real = [], scheduler.prefill
-    def spy(model, prompts, *args, **kw):
-        admitted.append([len(p) for p in prompts])
-        return real(model, prompts, *args, **kw)
-    monkeypatch.setattr(scheduler, "prefill", spy)
-    prompts = [[5] * 3, [6] * 40, [7] * 3, [8] * 12, [9] * 3, [10] * 11, [11] * 12]
-    generate(model, prompts, SamplingParams(max_new_tokens=3), batch_size=4)
-    order = [n for call in admitted for n in call]
-    assert order == sorted(map(len, prompts), reverse=True)
-    assert all(len(call) * max(call) <= 2 * sum(call) for call in admitted)
-    assert admitted[0] == [40, 12, 12]          # 11 would make the grid 4 x 40 > 2 x 75 real tokens
-
-
 def test_bad_and_empty_requests(tiny):
     model, _ = tiny
     with pytest.raises(ValueError, match="prompt 1 is empty"):

@@ -6,12 +6,11 @@ the allowed tokens come from an automaton, only their rows of the LM head are co
 constraint that can guess what comes next has its guess verified in the same forward). The loop,
 top to bottom in `generate`:
 
-1. admission   free rows of the store go to waiting requests, longest prompt first, a quarter of
-               the rows at a time so that one prefill serves several (as many as keep its padding
-               under half of it: `_joiners`). The prefill goes through the radix prefix cache
-               (cascadener.engine.prefix_cache): a prompt's cached prefix is copied in, prefixes
-               the joiners share (the system turn, one sentence under several mentions, the k runs
-               of one text) are computed once, and only the rest runs through the model. Each
+1. admission   free rows of the store go to waiting requests, a quarter of the rows at a time so
+               that one prefill serves several. The prefill goes through the radix prefix cache
+               (cascadener.engine.prefix_cache): a prompt's cached prefix is copied in, prefixes the
+               joiners share (the system turn, one sentence under several mentions, the k runs of
+               one text) are computed once, and only the rest runs through the model. Each
                joiner's first token is chosen from its prompt's last hidden state; a request that
                this already finishes (a label decided by its first token) never takes a row.
 2. step        every row feeds its pending token and, if its constraint drafts, up to `n_draft`
@@ -286,21 +285,6 @@ def _grid(plans: dict[int, _Plan], batch: int, pad_id: int, device: torch.device
     return torch.tensor(ids, device=device), torch.tensor(fed, device=device)
 
 
-def _joiners(waiting: deque[int], n: int, requests: Sequence[_Request]) -> list[int]:
-    """Up to n waiting requests, longest first, while padding fills at most half of the prefill's
-    grid. Joiners are padded to the longest, and padded positions cost attention (not the linear
-    layers): one long prompt among many short ones would multiply the prefill's attention several
-    times over. The shorter ones join at the next admission."""
-    first, taken, real = len(requests[waiting[0]].prompt), [], 0
-    while waiting and len(taken) < n:
-        m = len(requests[waiting[0]].prompt)
-        if taken and (len(taken) + 1) * first > 2 * (real + m):
-            break
-        taken.append(waiting.popleft())
-        real += m
-    return taken
-
-
 # --- the loop -----------------------------------------------------------------------------------------
 
 @torch.inference_mode()
@@ -311,11 +295,8 @@ def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingPar
     """One Generation per prompt, in input order. `params`: one for all, or one per prompt;
     `constraints`: None (all free), or one per prompt (None = free).
 
-    Requests are admitted longest prompt first (ties in input order). A long prompt (a long
-    sentence to copy) tends to have a long answer; started first, it decodes beside the others
-    instead of alone at the end, when a step of one row costs nearly what a full one does (longest
-    processing time first, the classic rule for a short makespan). Identical requests given side
-    by side (the k runs of one text) still join together and share their prefill. The n-th of
+    Requests are admitted shortest prompt first (ties in input order), so identical requests given
+    side by side (the k runs of one text) join together and share their prefill. The n-th of
     several requests with the same prompt is its run n: its own random stream. `n_draft=0` turns
     copy-speculation off; `counter` and `prefix_cache` are as in `prefill`. `static_steps`: run
     one-token steps as cascadener.engine.graphs.StepGraph, a CUDA graph on a GPU (the default
@@ -338,7 +319,7 @@ def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingPar
         key = tuple(q.prompt)
         live.append(_live(q, runs[key], model.config.vocab_size, device))
         runs[key] += 1
-    waiting = deque(sorted((i for i, x in enumerate(live) if not x.done), key=lambda i: (-len(requests[i].prompt), i)))
+    waiting = deque(sorted((i for i, x in enumerate(live) if not x.done), key=lambda i: (len(requests[i].prompt), i)))
     B = min(batch_size, len(waiting))
     if B == 0:
         return [x.out for x in live]
@@ -351,7 +332,7 @@ def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingPar
         # 1. admission: prefill the joiners together, choose their first tokens, seat the unfinished
         free = [r for r in range(B) if r not in rows][:len(waiting)]
         if free and (len(free) >= min(max(1, B // 4), len(waiting)) or not rows):
-            joining = [live[i] for i in _joiners(waiting, len(free), requests)]
+            joining = [live[waiting.popleft()] for _ in free]
             src, last = prefill(model, [x.request.prompt for x in joining], pad_id, counter, prefix_cache)
             _choose(model, dict(enumerate(joining)), {j: x.plan(0, feed=False) for j, x in enumerate(joining)},
                     last[:, None])
