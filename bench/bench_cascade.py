@@ -74,10 +74,14 @@ def variants(fast: CascadeNER) -> dict[str, CascadeNER]:
     """The three pipelines over the same loaded models: only the engine settings differ."""
     def engines(reuse: bool, **settings) -> tuple[ChatEngine, ChatEngine]:
         # a fresh prefix cache per engine: no run may start warm, and two models never share one
-        def one(e: ChatEngine) -> ChatEngine:
-            return replace(e, counter=PrefillCounter(), prefix_cache=PrefixCache() if reuse else None, **settings)
-        ext = one(fast.extractor)
-        return ext, ext if fast.classifier is fast.extractor else one(fast.classifier)
+        # (but two activated adapters on one base do, as loaded: the heads are the base's)
+        def one(e: ChatEngine, tree: PrefixCache | None) -> ChatEngine:
+            return replace(e, counter=PrefillCounter(), prefix_cache=tree, **settings)
+        ext = one(fast.extractor, PrefixCache() if reuse else None)
+        if fast.classifier is fast.extractor:
+            return ext, ext
+        shares = fast.extractor.prefix_cache is not None and fast.classifier.prefix_cache is fast.extractor.prefix_cache
+        return ext, one(fast.classifier, ext.prefix_cache if shares else PrefixCache() if reuse else None)
     o = fast.options
     free = replace(o, constrain=False)
     return {

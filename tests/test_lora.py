@@ -8,8 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from cascadener import load_model
-from cascadener.qwen2.lora import (AdapterError, LoRAConfig, inject, load_adapter, lora_layers, merge_all, merged,
-                             save_adapter)
+from cascadener.engine.kv import KVStore
+from cascadener.qwen2.lora import (AdapterError, LoRAConfig, gated, inject, load_adapter, lora_layers, merge_all,
+                                   merged, save_adapter, strip_adapters)
 
 
 def randomise(model) -> None:
@@ -87,3 +88,27 @@ def test_bad_adapters_are_named(tiny_ckpt, tmp_path):
     (tmp_path / "adapter_model.safetensors").write_bytes(b"")
     with pytest.raises(AdapterError, match="not LORA"):
         load_adapter(load_model(tiny_ckpt), tmp_path)
+
+
+@pytest.mark.parametrize("activation", [0, 1, 3, 5])
+def test_a_gated_forward_is_the_base_reading_the_head_and_the_adapter_the_rest(tiny_ckpt, activation):
+    """What training computes (one forward, the adapter gated off before the activation index) is
+    what inference computes (the head through the base into the cache, the rest through the
+    merged model): the logits after the head agree, so an activated adapter is served as trained."""
+    base, model = load_model(tiny_ckpt), load_model(tiny_ckpt)
+    inject(model, LoRAConfig(r=4, lora_alpha=8, lora_dropout=0.0, activated=True))
+    randomise(model)
+    ids = torch.tensor([[7, 8, 9, 10, 11, 12, 13]])
+    gate = torch.arange(ids.shape[1]) >= activation
+    with torch.no_grad(), gated(model, gate):
+        trained = model(ids)
+    with torch.no_grad():
+        merge_all(model)
+        strip_adapters(model)
+        store = KVStore.for_model(base, 1, ids.shape[1])
+        if activation:
+            base.hidden_states(ids[:, :activation], store)
+        served = model(ids[:, activation:], cache=store)
+    torch.testing.assert_close(trained[:, activation:], served, atol=1e-4, rtol=1e-4)
+    if activation:
+        assert not torch.allclose(trained[:, activation:], model(ids)[:, activation:], atol=1e-3)   # the head matters

@@ -29,6 +29,7 @@ class ScriptedEngine:
     labels: dict[tuple[str, str], str] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
     tokenizer: object = None      # what the pipeline builds constraints with (constrain=True only)
+    base: object = None           # not an activated adapter: heads are ignored
 
     def sampling(self, k_sampled: bool, max_new_tokens: int, seed: int | None = None) -> SamplingParams:
         return SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7 if k_sampled else 0.0, seed=seed)
@@ -36,7 +37,7 @@ class ScriptedEngine:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def complete(self, conversations, params, constraints=None):
+    def complete(self, conversations, params, constraints=None, heads=None):
         out = []
         for conv, constraint in zip(conversations, constraints or [None] * len(conversations)):
             query = conv[-1]["content"]

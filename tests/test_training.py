@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from cascadener import load_model, load_tokenizer
 from cascadener.geic.spans import Document, Span
-from cascadener.qwen2.lora import load_adapter, lora_layers
+from cascadener.qwen2.lora import gated, load_adapter, lora_layers
 from cascadener.ner.pipeline import CascadeNER, Options
 from cascadener.ner.prompts import get_format
 from cascadener.training.batches import collate, pack
@@ -78,11 +78,13 @@ def examples(tiny_tokenizer):
     return [pack(g) for g in groups]
 
 
-@pytest.fixture(scope="module")
-def sentences(tiny_tokenizer):
-    """Joint-format sentences: an extraction and its questions, sharing their heads."""
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "activated"])
+def sentences(tiny_tokenizer, request):
+    """Joint-format sentences: an extraction and its questions, sharing their heads; for an
+    activated adapter, each example knows where the adapter starts acting (after the head)."""
     docs, tree = load_task_data(TRAIN, None, None, seed=0)
-    groups, _ = tokenize_all(chat_examples("joint", docs, tree, get_format("joint"), 0), tiny_tokenizer, 512)
+    groups, _ = tokenize_all(chat_examples("joint", docs, tree, get_format("joint"), 0), tiny_tokenizer, 512,
+                             activated=request.param)
     return [g for g in groups if len(g) > 2]
 
 
@@ -99,11 +101,16 @@ def test_packed_sentences_have_the_loss_and_gradients_of_their_examples_alone(lo
     assert len({len(p) for p in packs}) == 3                                        # real padding
     assert all(len(p) < sum(map(len, g)) for p, g in zip(packs, rows))              # real sharing
     assert sum(p.n_targets for p in packs) == sum(e.n_targets for g in rows for e in g)
+    assert all(e.adapt_from == 0 for g in rows for e in g) or all(0 < e.adapt_from < len(e) for g in rows for e in g)
     params = [p for p in lora_model.parameters() if p.requires_grad]
 
     def loss_and_grads(batches):
         lora_model.zero_grad()
-        loss = sum(token_loss_sum(lora_model, collate(b, pad_id=0)) for b in batches)
+        loss = 0
+        for b in batches:
+            batch = collate(b, pad_id=0)
+            with gated(lora_model, batch.adapted[batch.pad_mask]):
+                loss = loss + token_loss_sum(lora_model, batch)
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in params]
 

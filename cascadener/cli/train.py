@@ -5,6 +5,7 @@
     python train.py --task joint --prompt-format joint --data eng.train --shots 400 --out out/joint
     python train.py --task joint --prompt-format joint --mixture recipes/universal.toml --out out/universal
     python train.py --task joint --prompt-format joint --data ai/train.txt --init-adapter out/universal --out out/ai
+    python train.py --task extract --prompt-format joint --activated --data eng.train --out out/ext-a
     python train.py ... --resume         # continue a killed run exactly where its last checkpoint was
     torchrun --standalone --nproc_per_node 2 train.py ...   # data parallel (gloo on CPU, nccl on GPU)
 
@@ -81,6 +82,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--lora-alpha", type=float, help=f"default {DEFAULTS['lora_alpha']:g}")
     g.add_argument("--lora-dropout", type=float, default=DEFAULTS["lora_dropout"])
     g.add_argument("--targets", help=f"comma-separated module names (default {','.join(ALL_TARGETS)})")
+    g.add_argument("--activated", action="store_true",
+                   help="the adapter acts after each prompt's head (type list and sentence) only; the base "
+                        "model reads the head, so an activated extractor and classifier on one base share "
+                        "it at inference (--prompt-format joint)")
     g = p.add_argument_group("run")
     g.add_argument("--save-every", type=int, default=DEFAULTS["save_every"], help="checkpoint every N steps")
     g.add_argument("--eval-every", type=int, default=DEFAULTS["eval_every"], help="dev F1 every N steps")

@@ -42,21 +42,31 @@ class ChatEngine:
     counter: PrefillCounter = field(default_factory=PrefillCounter)
     prefix_cache: PrefixCache | None = field(default_factory=PrefixCache)   # None: recompute every prompt
     n_draft: int = N_DRAFT      # copy-speculation: draft tokens verified per forward (0 = off)
+    base: Qwen2 | None = None   # an activated adapter's base model: it reads each prompt's head
 
     @classmethod
     def load(cls, path: str | Path, adapter: str | Path | None = None, dtype: torch.dtype = torch.bfloat16,
              batch_size: int = 32, reuse_prefixes: bool = True, int8: bool = False,
-             device: str | torch.device = "auto") -> ChatEngine:
+             device: str | torch.device = "auto", beside: ChatEngine | None = None) -> ChatEngine:
         """The adapter is merged, then the linears take their inference form
         (cascadener.engine.fastlinear): oneDNN-packed on a CPU, or weight-only int8 with `int8`;
-        plain linears (and SDPA attention) on CUDA."""
+        plain linears (and SDPA attention) on CUDA.
+
+        An activated adapter (cascadener.qwen2.lora) also needs its base model as it came: loaded
+        here, or taken from `beside`, an engine with an activated adapter on the same checkpoint,
+        whose prefix cache it then shares (the two read every head with one base, so the heads the
+        one computed serve the other)."""
         path = Path(path)
         model = load_model(path, dtype, resolve_device(device))
-        if adapter is not None:
-            load_adapter(model, adapter, merge=True)
+        activated = adapter is not None and load_adapter(model, adapter, merge=True).activated
         prepare_for_inference(model, int8)
-        return cls(model, load_tokenizer(path), load_generation_config(path), batch_size,
-                   prefix_cache=PrefixCache() if reuse_prefixes else None)
+        engine = cls(model, load_tokenizer(path), load_generation_config(path), batch_size,
+                     prefix_cache=PrefixCache() if reuse_prefixes else None)
+        if activated and beside is not None and beside.base is not None:
+            engine.base, engine.prefix_cache = beside.base, beside.prefix_cache
+        elif activated:
+            engine.base = prepare_for_inference(load_model(path, dtype, model.device), int8)
+        return engine
 
     def sampling(self, k_sampled: bool, max_new_tokens: int, seed: int | None = None) -> SamplingParams:
         """Greedy, or the checkpoint's own sampling settings (what HF generate() does by default)."""
@@ -70,17 +80,27 @@ class ChatEngine:
         return self.tokenizer.encode(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
 
     def complete(self, conversations: Sequence[list[dict]], params: SamplingParams | Sequence[SamplingParams],
-                 constraints: Sequence[Constraint | None] | None = None) -> list[Completion]:
+                 constraints: Sequence[Constraint | None] | None = None,
+                 heads: Sequence[list[dict] | None] | None = None) -> list[Completion]:
         """One completion per conversation, in input order. params: one for all, or one each;
-        constraints: None (all free), or one each (None = free).
+        constraints: None (all free), or one each (None = free); heads: the conversation each
+        one begins with (PromptFormat.head; None: none), which an activated adapter leaves to its
+        base, and which a plain one ignores.
 
         A seeded request draws from its own stream, seeded by the seed, its prompt and its run
         index (the n-th identical prompt of the call is run n), so the k samples of one text
         differ and each is the same whatever else was asked alongside.
         """
-        gens = generate(self.model, [self.prompt_ids(c) for c in conversations], params, constraints,
-                        batch_size=self.batch_size, pad_id=self.pad_id, counter=self.counter,
-                        prefix_cache=self.prefix_cache, n_draft=self.n_draft)
+        prompts = [self.prompt_ids(c) for c in conversations]
+        activations = None
+        if self.base is not None:
+            if heads is None or len(heads) != len(prompts) or any(h is None for h in heads):
+                raise ValueError("an activated adapter needs the head of every conversation "
+                                 "(a prompt format whose prompts share one: joint)")
+            activations = [self.tokenizer.head_length(p, h) for p, h in zip(prompts, heads)]
+        gens = generate(self.model, prompts, params, constraints, batch_size=self.batch_size, pad_id=self.pad_id,
+                        counter=self.counter, prefix_cache=self.prefix_cache, n_draft=self.n_draft,
+                        base=self.base, activations=activations)
         return [Completion(self.tokenizer.decode(g.tokens), g.tokens, g.finish_reason == "stop", g.logprob)
                 for g in gens]
 

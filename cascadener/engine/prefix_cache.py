@@ -59,18 +59,33 @@ class PrefixCache:
         self.budget = budget_tokens
         self.size = 0                               # tokens held
         self._owner: weakref.ref | None = None      # whose keys and values these are
+        self._adapters: list[weakref.ref] = []      # activated adapters on that base (see bind)
         self.dtype: torch.dtype | None = None       # the model's: a float32 CPU cache's values are bf16 ones
 
-    def bind(self, model) -> None:
+    def bind(self, model, base=None) -> int:
         """Tie the tree to the model that fills it: the KV of one model (or of the same base with
         another adapter) is garbage to any other, and reusing it would fail silently. A model is
-        known by its config object, which a separately loaded model never shares."""
+        known by its config object, which a separately loaded model never shares.
+
+        With `base`, `model` is an activated adapter merged into a copy of it: the tree belongs to
+        the base, and the tokens that `model` computes are keyed apart (token + vocab * tag, the
+        tag returned here, one per such model), so several adapters on one base share the keys
+        and values the base computed and never each other's. Without: tag 0, plain token keys."""
         owner = self._owner() if self._owner is not None else None
+        reader = base if base is not None else model
         if owner is None:
-            self._owner, self.dtype = weakref.ref(model.config), model.dtype
-        elif owner is not model.config:
+            self._owner, self.dtype, self._adapters = weakref.ref(reader.config), reader.dtype, []
+        elif owner is not reader.config:
             raise ValueError("this prefix cache holds keys and values computed by another model; "
                              "give every model its own PrefixCache")
+        if base is None:
+            return 0
+        # tags are never reused, not even a dead adapter's: its keys may still be in the tree
+        tag = next((i for i, a in enumerate(self._adapters) if a() is model.config), None)
+        if tag is None:
+            tag = len(self._adapters)
+            self._adapters.append(weakref.ref(model.config))
+        return 1 + tag
 
     def match(self, ids: Sequence[int]) -> tuple[int, list[torch.Tensor]]:
         """Length of the longest cached prefix of ids, and its KV pieces in order."""

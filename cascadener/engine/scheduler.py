@@ -12,7 +12,9 @@ top to bottom in `generate`:
                joiners share (the system turn, one sentence under several mentions, the k runs of
                one text) are computed once, and only the rest runs through the model. Each
                joiner's first token is chosen from its prompt's last hidden state; a request that
-               this already finishes (a label decided by its first token) never takes a row.
+               this already finishes (a label decided by its first token) never takes a row. Under
+               an activated adapter (cascadener.qwen2.lora) a prompt's head runs through the base
+               model and the rest through the adapter, and the tree keys the two apart.
 2. step        every row feeds its pending token and, if its constraint drafts, up to `n_draft`
                guessed tokens, as one right-padded block through the model. Each fed position's
                hidden state gives the model's choice there (`sampling.sample`, or one argmax for
@@ -89,51 +91,93 @@ def shared_prefixes(prompts: Sequence[Sequence[int]], min_shared: int = 8) -> li
     return [list(p) for p in found if not any(len(q) > len(p) and q[:len(p)] == p for q in found)]
 
 
+@dataclass(frozen=True)
+class _Readers:
+    """Which weights compute which prompt tokens. Plain: `model` computes all. An activated adapter
+    (cascadener.qwen2.lora): `model` is the adapter merged into a copy of `base`, and a prompt's
+    tokens before its activation index are computed by `base`. Keys into the prefix tree tell the
+    two apart (PrefixCache.bind): a token's own id under the base, id + vocab * tag under `model`."""
+    model: Qwen2
+    base: Qwen2 | None
+    tag: int
+
+    def keys(self, prompt: Sequence[int], activation: int) -> list[int]:
+        shift = self.model.config.vocab_size * self.tag
+        return [t if i < activation else t + shift for i, t in enumerate(prompt)]
+
+    def parts(self, keys: Sequence[int]) -> list[tuple[Qwen2, list[int]]]:
+        """The keys as (weights, token ids) runs, in order: the base's tokens, then the adapter's."""
+        if self.base is None:
+            return [(self.model, list(keys))]
+        vocab = self.model.config.vocab_size
+        n = next((i for i, k in enumerate(keys) if k >= vocab), len(keys))
+        return [(self.base, list(keys[:n])), (self.model, [k - vocab * self.tag for k in keys[n:]])]
+
+
 def prefill(model: Qwen2, prompts: Sequence[Sequence[int]], pad_id: int = 0, counter: PrefillCounter | None = None,
-            prefix_cache: PrefixCache | None = None, min_shared: int = 8) -> tuple[KVStore, torch.Tensor]:
+            prefix_cache: PrefixCache | None = None, min_shared: int = 8, base: Qwen2 | None = None,
+            activations: Sequence[int] | None = None) -> tuple[KVStore, torch.Tensor]:
     """Run the prompts through the model into a fresh store; returns it and the final hidden
     states (B, C) at each prompt's last token, for the full or a restricted LM head to read.
 
     Nothing is computed twice: a prefix found in `prefix_cache` (the radix tree kept across calls)
     is copied in, and a prefix that several prompts share is computed once, before the rows, and
-    then copied in like a cached one.
+    then copied in like a cached one. With `base`, `model` is an activated adapter on it, and
+    prompt i's tokens before activations[i] are the base's to compute (_Readers).
     """
     keep = prefix_cache is not None
     tree = prefix_cache if keep else PrefixCache(budget_tokens=sum(map(len, prompts)))
-    tree.bind(model)
-    computed = _prefill_shared(model, prompts, pad_id, tree, min_shared)
-    store, last, n = _prefill_rows(model, prompts, pad_id, tree, remember=keep)
+    readers = _Readers(model, base, tree.bind(model, base))
+    if base is None:
+        keyed = [list(p) for p in prompts]
+    else:
+        if activations is None or len(activations) != len(prompts):
+            raise ValueError("an activated adapter needs one activation index per prompt")
+        if any(not 0 <= a < len(p) for p, a in zip(prompts, activations)):
+            raise ValueError("an activation index must leave the adapter at least the prompt's last token")
+        keyed = [readers.keys(p, a) for p, a in zip(prompts, activations)]
+    computed = _prefill_shared(readers, keyed, pad_id, tree, min_shared)
+    store, last, n = _prefill_rows(readers, keyed, pad_id, tree, remember=keep)
     if counter is not None:
         counter.requested += sum(len(p) for p in prompts)
         counter.computed += computed + n
     return store, last
 
 
-def _prefill_shared(model: Qwen2, prompts: Sequence[Sequence[int]], pad_id: int, tree: PrefixCache,
+def _prefill_shared(readers: _Readers, keyed: Sequence[Sequence[int]], pad_id: int, tree: PrefixCache,
                     min_shared: int) -> int:
     """Put the prefixes the prompts share into `tree` (their own shared parts first); returns the
     tokens computed. The branches are strictly shorter than the prompts, so this terminates."""
-    branches = [b for b in shared_prefixes(prompts, min_shared) if tree.match(b)[0] < len(b)]
+    branches = [b for b in shared_prefixes(keyed, min_shared) if tree.match(b)[0] < len(b)]
     if not branches:
         return 0
-    computed = _prefill_shared(model, branches, pad_id, tree, min_shared)
-    return computed + _prefill_rows(model, branches, pad_id, tree, remember=True)[2]
+    computed = _prefill_shared(readers, branches, pad_id, tree, min_shared)
+    return computed + _prefill_rows(readers, branches, pad_id, tree, remember=True)[2]
 
 
-def _prefill_rows(model: Qwen2, prompts: Sequence[Sequence[int]], pad_id: int, tree: PrefixCache,
+def _prefill_rows(readers: _Readers, keyed: Sequence[Sequence[int]], pad_id: int, tree: PrefixCache,
                   remember: bool) -> tuple[KVStore, torch.Tensor, int]:
     # Each prompt keeps at least its last token to compute: its hidden state starts the answer.
-    matches = [tree.match(p[:len(p) - 1]) for p in prompts]
-    rest = [p[n:] for p, (n, _) in zip(prompts, matches)]
-    width = max(map(len, rest))
-    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rest], device=model.device)
-    real = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rest], device=model.device)
-    store = store_from_prefixes(model, [pieces for _, pieces in matches], width)
-    last = model.hidden_states(ids, cache=store, pad_mask=real)[:, -1].contiguous()
+    matches = [tree.match(k[:len(k) - 1]) for k in keyed]
+    rest = [readers.parts(k[n:]) for k, (n, _) in zip(keyed, matches)]
+    runs = list(zip(*rest))             # per reader, every row's run of it (base first, then the adapter)
+    widths = [max(len(ids) for _, ids in run) for run in runs]
+    device = readers.model.device
+    store = store_from_prefixes(readers.model, [pieces for _, pieces in matches], sum(widths))
+    last = None
+    for run, width in zip(runs, widths):
+        if width == 0:
+            continue
+        weights = run[0][0]
+        ids = torch.tensor([[pad_id] * (width - len(r)) + r for _, r in run], device=device)
+        real = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for _, r in run], device=device)
+        hidden = weights.hidden_states(ids, cache=store, pad_mask=real)[:, -1]
+        # a row whose run is empty keeps the hidden state of its run before
+        last = hidden if last is None else torch.where(real[:, -1:], hidden, last)
     if remember:
-        for row, p in enumerate(prompts):
-            tree.insert(p, store.row_kv(row))
-    return store, last, sum(map(len, rest))
+        for row, k in enumerate(keyed):
+            tree.insert(k, store.row_kv(row))
+    return store, last.contiguous(), sum(len(k) - n for k, (n, _) in zip(keyed, matches))
 
 
 # --- one request in flight ----------------------------------------------------------------------------
@@ -155,6 +199,7 @@ class _Request:
     prompt: Sequence[int]
     params: SamplingParams
     constraint: Constraint | None               # None: free generation
+    activation: int = 0                         # an activated adapter's first prompt token (see prefill)
 
 
 @dataclass
@@ -291,9 +336,12 @@ def _grid(plans: dict[int, _Plan], batch: int, pad_id: int, device: torch.device
 def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams],
              constraints: Sequence[Constraint | None] | None = None, *, batch_size: int = 32, pad_id: int = 0,
              counter: PrefillCounter | None = None, prefix_cache: PrefixCache | None = None,
-             n_draft: int = N_DRAFT, static_steps: bool | None = None) -> list[Generation]:
+             n_draft: int = N_DRAFT, static_steps: bool | None = None, base: Qwen2 | None = None,
+             activations: Sequence[int] | None = None) -> list[Generation]:
     """One Generation per prompt, in input order. `params`: one for all, or one per prompt;
-    `constraints`: None (all free), or one per prompt (None = free).
+    `constraints`: None (all free), or one per prompt (None = free). `base` and `activations`:
+    `model` is an activated adapter on `base`, acting from prompt i's token activations[i] on
+    (everything it generates is its own); see `prefill`.
 
     Requests are admitted shortest prompt first (ties in input order), so identical requests given
     side by side (the k runs of one text) join together and share their prefill. The n-th of
@@ -309,7 +357,10 @@ def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingPar
         raise ValueError(f"{n} prompts, {len(per)} sampling parameters, {len(cons)} constraints")
     if batch_size < 1 or n_draft < 0:
         raise ValueError(f"need batch_size >= 1 and n_draft >= 0, got {batch_size} and {n_draft}")
-    requests = [_Request(list(q), p, c) for q, p, c in zip(prompts, per, cons)]
+    acts = [0] * n if activations is None else list(activations)
+    if len(acts) != n:
+        raise ValueError(f"{n} prompts, {len(acts)} activation indices")
+    requests = [_Request(list(q), p, c, a) for q, p, c, a in zip(prompts, per, cons, acts)]
     for i, q in enumerate(requests):
         if not q.prompt:
             raise ValueError(f"prompt {i} is empty")
@@ -333,7 +384,8 @@ def generate(model: Qwen2, prompts: Sequence[Sequence[int]], params: SamplingPar
         free = [r for r in range(B) if r not in rows][:len(waiting)]
         if free and (len(free) >= min(max(1, B // 4), len(waiting)) or not rows):
             joining = [live[waiting.popleft()] for _ in free]
-            src, last = prefill(model, [x.request.prompt for x in joining], pad_id, counter, prefix_cache)
+            src, last = prefill(model, [x.request.prompt for x in joining], pad_id, counter, prefix_cache,
+                                base=base, activations=[x.request.activation for x in joining])
             _choose(model, dict(enumerate(joining)), {j: x.plan(0, feed=False) for j, x in enumerate(joining)},
                     last[:, None])
             for j, (r, x) in enumerate(zip(free, joining)):

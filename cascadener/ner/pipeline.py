@@ -23,7 +23,7 @@ from cascadener.geic.segment import enclosing, segments
 from cascadener.geic.spans import Document, Span
 from cascadener.ner.copy import CopyConstraint
 from cascadener.ner.labels import LabelChoice
-from cascadener.ner.prompts import PROMPT_FORMATS, PromptFormat, get_format, match_label
+from cascadener.ner.prompts import PROMPT_FORMATS, PromptFormat, get_format, match_label, top_list
 
 MIN_SEGMENT_CHARS = 10   # a shorter piece holds a word or two: most entities would be cut apart
 # At most this many segments go to the engine at once: what it keeps per request (prompt, copy
@@ -91,6 +91,9 @@ class CascadeNER:
 
     def __post_init__(self) -> None:
         self.format = get_format(self.options.prompt_format, self.options.system, self.demos)
+        if (self.extractor.base or self.classifier.base) is not None and self.format.head("x", ["y"], False) is None:
+            raise ValueError(f"activated adapters read each sentence's head with the base model; the "
+                             f"{self.format.name!r} prompt format has none: use --prompt-format joint")
 
     @classmethod
     def load(cls, model: str | Path | None = None, extractor: str | Path | None = None,
@@ -106,7 +109,7 @@ class CascadeNER:
         ext = ChatEngine.load(ext_path, extractor_adapter, dtype, batch_size, reuse_prefixes, int8, device)
         same = Path(ext_path) == Path(cls_path) and extractor_adapter == classifier_adapter
         clf = ext if same else ChatEngine.load(cls_path, classifier_adapter, dtype, batch_size, reuse_prefixes,
-                                               int8, device)
+                                               int8, device, beside=ext if Path(ext_path) == Path(cls_path) else None)
         return cls(ext, clf, options or Options(), demos)
 
     # --- public API ------------------------------------------------------------------------------
@@ -151,14 +154,15 @@ class CascadeNER:
         # prefill, and each draws from its own stream (seeded by the text and the run's index).
         # Under `constrain` the answer can only be the source plus marks: nothing invented or lost.
         copy = CopyConstraint.for_tokenizer(self.extractor.tokenizer) if o.constrain else None
-        convs, params, constraints = [], [], []
+        convs, params, constraints, heads = [], [], [], []
         for seg in unique:
             automaton = copy.for_source(seg) if copy is not None else None
             budget = automaton.max_tokens if automaton is not None else 2 * self.extractor.count_tokens(seg) + 32
             convs += [fmt.extraction(seg, types, o.zero_shot)] * o.k
+            heads += [fmt.head(seg, types, o.zero_shot)] * o.k
             params += [self.extractor.sampling(o.k > 1, budget, seed=o.seed if o.k > 1 else None)] * o.k
             constraints += [automaton] * o.k
-        outputs = self.extractor.complete(convs, params, constraints)
+        outputs = self.extractor.complete(convs, params, constraints, heads)
         self.stats.segments += len(pieces)
         self.stats.extraction_prompts += len(convs)
         found: dict[str, list[list[Span]]] = {}       # segment -> its spans in each run, segment offsets
@@ -189,8 +193,10 @@ class CascadeNER:
         while frontier:
             convs = [fmt.classification(*context[i][j], cands, o.zero_shot, history.get((i, j), ()))
                      for i, j, cands in frontier]
+            heads = [fmt.head(context[i][j][0], top_list(cands, history.get((i, j), ())), o.zero_shot)
+                     for i, j, cands in frontier]
             options = [list(cands) + ([UNKNOWN] if o.zero_shot else []) for _, _, cands in frontier]
-            answers = self.answer(convs, options)
+            answers = self.answer(convs, options, heads)
             self.stats.classification_prompts += len(convs)
             nxt = []
             for (i, j, cands), (label, p) in zip(frontier, answers):
@@ -211,17 +217,20 @@ class CascadeNER:
         return [[Span(sp.start, sp.end, paths[(i, j)][-1], paths[(i, j)], probs.get((i, j)))
                  for j, sp in enumerate(ss)] for i, ss in enumerate(spans)]
 
-    def answer(self, convs: list[list[dict]], options: list[list[str]]) -> list[tuple[str | None, float | None]]:
-        """(label or None when off the list, probability when scored) for each conversation."""
+    def answer(self, convs: list[list[dict]], options: list[list[str]],
+               heads: list[list[dict] | None] | None = None) -> list[tuple[str | None, float | None]]:
+        """(label or None when off the list, probability when scored) for each conversation;
+        `heads` as in ChatEngine.complete."""
         if self.options.constrain:
             tok = self.classifier.tokenizer
             end = tok.stop_ids[:1]          # the end-of-turn token closes every answer
             choices = [LabelChoice([tok.encode(a) + end for a in opts]) for opts in options]
             params = [self.classifier.sampling(False, max(map(len, c.candidates))) for c in choices]
-            outs = self.classifier.complete(convs, params, choices)
+            outs = self.classifier.complete(convs, params, choices, heads)
             return [(opts[c.chosen(out.tokens)], math.exp(out.logprob)) for c, out, opts in zip(choices, outs, options)]
         params = self.classifier.sampling(False, self.options.label_tokens)
-        return [(match_label(c.text, opts), None) for c, opts in zip(self.classifier.complete(convs, params), options)]
+        return [(match_label(c.text, opts), None)
+                for c, opts in zip(self.classifier.complete(convs, params, heads=heads), options)]
 
 
 def part_groups(texts: Sequence[str], max_chars: int, per_call: int) -> list[list[tuple[int, int, int]]]:

@@ -82,6 +82,17 @@ class PromptFormat:
     def classification_answer(self, label: str) -> str:
         return label
 
+    def head(self, text: str, types: Sequence[str], zero_shot: bool) -> list[Message] | None:
+        """The conversation that every prompt about `text` under the top-level list `types` begins
+        with, its last message left open (an activated adapter reads it with the base model:
+        cascadener.qwen2.lora); None when the format's prompts share no such head."""
+        return None
+
+
+def top_list(candidates: Sequence[str], history: History) -> Sequence[str]:
+    """The top-level list a classification conversation began with (the first level's candidates)."""
+    return history[0][0] if history else candidates
+
 
 @dataclass(frozen=True)
 class PaperFormat(PromptFormat):
@@ -181,6 +192,10 @@ class JointFormat(PrefixFormat):
             raise ValueError("the joint prompt format lists the types in the extraction prompt: "
                              "pass the top level of the category tree")
         return chat(self.system, self._demo_turns(types, zero_shot), self._head(types, zero_shot, text))
+
+    def head(self, text: str, types: Sequence[str], zero_shot: bool) -> list[Message]:
+        """The extraction prompt's conversation: a classification prompt adds the mention to it."""
+        return self.extraction(text, types, zero_shot)
 
     def _demo_turns(self, types: Sequence[str], zero_shot: bool) -> list[tuple[str, str]]:
         turns, asked = [], 0

@@ -4,6 +4,13 @@
 
 so a fresh adapter leaves the model unchanged. Merging folds B A * scale into W once, after which
 inference costs nothing extra; unmerge takes it out again exactly enough for training to resume.
+
+An *activated* adapter (after Greenewald et al. 2025, "Activated LoRA") acts only from a point in
+each prompt on: the tokens before it are read by the base model alone. Two such adapters on one
+base then share the base's keys and values of what their prompts have in common (the cascade's
+extractor and classifier: the type list and the sentence), so the second one never computes the
+sentence again. Training gates the adapter per token (`gated`); inference runs the base and the
+merged model side by side (cascadener.engine.scheduler), which needs no gate.
 """
 from __future__ import annotations
 
@@ -38,13 +45,17 @@ class LoRAConfig:
     lora_dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(ALL_TARGETS))
     use_rslora: bool = False            # scale alpha / sqrt(r) instead of alpha / r
+    activated: bool = False             # acts from each prompt's activation point on (see above)
 
     @property
     def scale(self) -> float:
         return self.lora_alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
 
     def to_peft(self, base: str = "") -> dict:
-        return asdict(self) | {"peft_type": "LORA", "task_type": "CAUSAL_LM", "bias": "none",
+        # `activated` is this project's own field: written only when set, so that a plain
+        # adapter's file is exactly PEFT's (PEFT would run an activated one on every token).
+        mine = {k: v for k, v in asdict(self).items() if k != "activated" or v}
+        return mine | {"peft_type": "LORA", "task_type": "CAUSAL_LM", "bias": "none",
                                "fan_in_fan_out": False, "base_model_name_or_path": base, "modules_to_save": None}
 
     @classmethod
@@ -59,7 +70,8 @@ class LoRAConfig:
         if unknown:
             raise AdapterError(f"{source}: unsupported target modules {unknown}")
         return cls(r=d["r"], lora_alpha=d.get("lora_alpha", d["r"]), lora_dropout=d.get("lora_dropout", 0.0),
-                   target_modules=targets, use_rslora=d.get("use_rslora", False))
+                   target_modules=targets, use_rslora=d.get("use_rslora", False),
+                   activated=bool(d.get("activated", False)))
 
 
 class LoRALinear(nn.Module):
@@ -75,6 +87,7 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=torch.float32, device=base.weight.device))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))   # PEFT's init: B = 0 makes the start exact
         self.merged = False
+        self.gate: torch.Tensor | None = None       # (N, 1): 1 where the adapter acts (see `gated`)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
@@ -82,6 +95,8 @@ class LoRALinear(nn.Module):
             return y
         # under bf16 autocast the two small matmuls run in bfloat16; without it, in float32
         h = F.linear(F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A), self.lora_B)
+        if self.gate is not None:
+            h = h * self.gate
         return y + (h * self.scale).to(y.dtype)
 
     def delta(self) -> torch.Tensor:
@@ -173,6 +188,21 @@ def load_adapter(model: nn.Module, path: str | Path, merge: bool = True) -> LoRA
         merge_all(model)
         strip_adapters(model)
     return cfg
+
+
+@contextmanager
+def gated(model: nn.Module, gate: torch.Tensor | None) -> Iterator[nn.Module]:
+    """Forwards in which the adapters act on the tokens where `gate` (N,) is True only, N being the
+    rows the linear layers see (the model's real tokens, in order); None: on every token."""
+    layers = list(lora_layers(model).values())
+    g = None if gate is None else gate.to(torch.float32)[:, None]
+    for m in layers:
+        m.gate = g
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.gate = None
 
 
 def merge_all(model: nn.Module) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from tokenizers import Tokenizer as HFTokenizerFile  # the Rust tokenizer library, not transformers
 
@@ -77,6 +78,22 @@ class Tokenizer:
         if add_generation_prompt:
             parts.append(f"{IM_START}assistant\n")
         return "".join(parts)
+
+
+    def head_length(self, prompt: Sequence[int], head: list[dict]) -> int:
+        """How many leading tokens of `prompt` belong to the conversation `head`, whose last message
+        the prompt leaves open (continues it, or closes it): the tokens on which the prompt and the
+        head, rendered without its last end of turn and encoded alone, agree. The text after the
+        head may merge with its last characters into other tokens (".\n" is one token), so the
+        agreement counts, not the head's own length; at most len(prompt) - 1, so that what reads
+        past the head computes at least the prompt's last token, where the answer starts."""
+        text = self.apply_chat_template(head, add_generation_prompt=False)
+        closing = f"{IM_END}\n"
+        if not text.endswith(closing):
+            raise TokenizerError("a head conversation must end with a message")
+        ids = self.encode(text[:-len(closing)])
+        n = min(len(ids), len(prompt) - 1)
+        return next((i for i in range(n) if ids[i] != prompt[i]), max(n, 0))
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

@@ -87,10 +87,13 @@ class Packed:
     in every example through it) and attends to its ancestors only, so each example sees exactly
     the keys and positions it would see alone: the loss and gradients are those of the examples
     trained one by one, with a (context, next token) pair that two examples share counted once.
-    Nodes are in insertion order, so a parent always comes before its children."""
+    Nodes are in insertion order, so a parent always comes before its children. Under an
+    activated adapter a token is also known by whether the adapter reads it (TokenizedExample.
+    adapt_from): two examples share a node only if they read it alike."""
     ids: list[int]
     parent: list[int]       # the index of the token before this one; -1 at the root
     learn: list[bool]       # this token is a target, predicted at its parent
+    adapted: list[bool]     # the adapter acts on this token
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -112,19 +115,22 @@ def pack(examples: Sequence[TokenizedExample]) -> Packed:
     ids: list[int] = []
     parent: list[int] = []
     learn: list[bool] = []
-    children: dict[tuple[int, int], int] = {}           # (parent node, token) -> node
+    adapted: list[bool] = []
+    children: dict[tuple[int, int, bool], int] = {}     # (parent node, token, adapted) -> node
     for e in examples:
         node = -1
-        for token, wanted in zip(e.ids, e.loss_mask):
-            child = children.get((node, token))
+        for i, (token, wanted) in enumerate(zip(e.ids, e.loss_mask)):
+            key = (node, token, i >= e.adapt_from)
+            child = children.get(key)
             if child is None:
-                child = children[(node, token)] = len(ids)
+                child = children[key] = len(ids)
                 ids.append(token)
                 parent.append(node)
                 learn.append(False)
+                adapted.append(key[2])
             learn[child] = learn[child] or wanted
             node = child
-    return Packed(ids, parent, learn)
+    return Packed(ids, parent, learn, adapted)
 
 
 def pack_sentence(examples: Sequence[TokenizedExample], max_tokens: int = PACK_TOKENS) -> list[Packed]:
@@ -148,10 +154,11 @@ class Batch:
     mask: torch.Tensor          # (B, 1, T, T) query token may see key token: its ancestors and itself
     predict_at: torch.Tensor    # (N,) flat index (into B*T) of the token that predicts each target
     targets: torch.Tensor       # (N,) the learned tokens
+    adapted: torch.Tensor       # (B, T) the adapter acts on this token (Packed.adapted)
 
     def to(self, device: torch.device) -> Batch:
         return Batch(*(t.to(device) for t in (self.inputs, self.pad_mask, self.positions, self.mask,
-                                              self.predict_at, self.targets)))
+                                              self.predict_at, self.targets, self.adapted)))
 
 
 def collate(packs: Sequence[Packed], pad_id: int) -> Batch:
@@ -161,6 +168,7 @@ def collate(packs: Sequence[Packed], pad_id: int) -> Batch:
     inputs = torch.full((B, T), pad_id, dtype=torch.long)
     positions = torch.zeros(B, T, dtype=torch.long)
     pad_mask = torch.zeros(B, T, dtype=torch.bool)
+    adapted = torch.zeros(B, T, dtype=torch.bool)
     mask = torch.eye(T, dtype=torch.bool).repeat(B, 1, 1)
     predict_at, targets = [], []
     for row, p in enumerate(packs):
@@ -168,6 +176,7 @@ def collate(packs: Sequence[Packed], pad_id: int) -> Batch:
         inputs[row, :n] = torch.tensor(p.ids)
         positions[row, :n] = torch.tensor(p.depth)
         pad_mask[row, :n] = True
+        adapted[row, :n] = torch.tensor(p.adapted)
         see = mask[row]
         for i, up in enumerate(p.parent):           # parents first: a node sees what its parent sees
             if up >= 0:
@@ -176,4 +185,4 @@ def collate(packs: Sequence[Packed], pad_id: int) -> Batch:
                     predict_at.append(row * T + up)
                     targets.append(p.ids[i])
     return Batch(inputs, pad_mask, positions, mask[:, None], torch.tensor(predict_at, dtype=torch.long),
-                 torch.tensor(targets, dtype=torch.long))
+                 torch.tensor(targets, dtype=torch.long), adapted)

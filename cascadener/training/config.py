@@ -52,6 +52,7 @@ class TrainConfig:
     lora_rank: int = 16
     lora_alpha: float = 32
     lora_dropout: float = 0.05
+    activated: bool = False                 # the adapter acts after each prompt's head only (qwen2/lora.py)
     targets: list[str] = field(default_factory=lambda: list(ALL_TARGETS))
     seed: int = 0
     max_len: int = 1024                     # longer examples are left out (a cut answer would teach stopping mid-way)
@@ -79,12 +80,15 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "lora_rank", "max_len", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.activated and (self.dev or self.merge):
+            raise ValueError("an activated adapter is read beside its base model: --dev (scored through merged "
+                             "weights) and --merge (full weights) do not apply; evaluate it with eval.py")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
 
     def lora(self) -> LoRAConfig:
         return LoRAConfig(r=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                          target_modules=list(self.targets))
+                          target_modules=list(self.targets), activated=self.activated)
 
     def to_dict(self) -> dict:
         return asdict(self)

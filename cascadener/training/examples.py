@@ -21,7 +21,7 @@ from cascadener.geic.categorize import Dynamic, View, examples as categorized, v
 from cascadener.geic.hierarchy import UNKNOWN, Hierarchy
 from cascadener.geic.sampling import few_shot
 from cascadener.geic.spans import Document
-from cascadener.ner.prompts import Message, PromptFormat
+from cascadener.ner.prompts import Message, PromptFormat, top_list
 from cascadener.qwen2.tokenizer import IM_END, Tokenizer
 
 # Share of classification examples (besides all "unknown" ones) whose prompt carries the zero-shot
@@ -37,6 +37,8 @@ class ChatExample:
     answer: str                 # what the assistant should reply
     learn_turns: bool = False   # the assistant turns in `messages` are targets too: one conversation
                                 # down a category tree trains the answer at every level
+    head: list[Message] | None = None   # the conversation all prompts about this sentence begin with
+                                        # (PromptFormat.head): an activated adapter acts after it
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class TokenizedExample:
     ids: list[int]
     loss_mask: list[bool]       # True on the tokens to learn: the answer and its closing <|im_end|>
                                 # (with learn_turns, the earlier assistant turns too)
+    adapt_from: int = 0         # an activated adapter acts on tokens adapt_from.. only (0: all)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -128,7 +131,8 @@ def view_examples(view: View, task: str, fmt: PromptFormat) -> list[ChatExample]
     if task in ("extract", "joint"):
         marked = view.marked if fmt.lists_types else view.mentions
         out.append(ChatExample(fmt.extraction(view.text, view.types, view.zero_shot),
-                               fmt.extraction_answer(Document(view.text, list(marked)))))
+                               fmt.extraction_answer(Document(view.text, list(marked))),
+                               head=fmt.head(view.text, view.types, view.zero_shot)))
     if task in ("classify", "joint"):
         questions = view.examples
         for e, after in zip(questions, [*questions[1:], None]):
@@ -136,15 +140,17 @@ def view_examples(view: View, task: str, fmt: PromptFormat) -> list[ChatExample]
                            and after.history[-1] == (e.candidates, e.answer))
             if not asked_again:
                 out.append(ChatExample(fmt.classification(view.text, e.span, e.candidates, view.zero_shot, e.history),
-                                       fmt.classification_answer(e.answer), learn_turns=True))
+                                       fmt.classification_answer(e.answer), learn_turns=True,
+                                       head=fmt.head(view.text, top_list(e.candidates, e.history), view.zero_shot)))
     return out
 
 
 # --- tokens -------------------------------------------------------------------------------------
 
-def tokenize(example: ChatExample, tokenizer: Tokenizer) -> TokenizedExample:
+def tokenize(example: ChatExample, tokenizer: Tokenizer, activated: bool = False) -> TokenizedExample:
     # The prompt is encoded alone, exactly as the engine encodes it at inference; the answer follows
-    # as its own tokens, closed by <|im_end|>, the stop token the model must learn to emit.
+    # as its own tokens, closed by <|im_end|>, the stop token the model must learn to emit. An
+    # activated adapter starts where the engine starts it: after the head (Tokenizer.head_length).
     end = tokenizer.token_to_id(IM_END)
     if end is None:
         raise ValueError(f"the tokenizer has no {IM_END} token: not a ChatML (Qwen2) tokenizer")
@@ -161,16 +167,21 @@ def tokenize(example: ChatExample, tokenizer: Tokenizer) -> TokenizedExample:
             turn = tokenizer.encode(m["content"]) + [end]
             if prompt[start:start + len(turn)] == turn:
                 mask[start:start + len(turn)] = [True] * len(turn)
-    return TokenizedExample(prompt + answer, mask + [True] * len(answer))
+    adapt_from = 0
+    if activated:
+        if example.head is None:
+            raise ValueError("an activated adapter trains on prompts with a head (the joint prompt format)")
+        adapt_from = tokenizer.head_length(prompt, example.head)
+    return TokenizedExample(prompt + answer, mask + [True] * len(answer), adapt_from)
 
 
-def tokenize_all(groups: Sequence[Sequence[ChatExample]], tokenizer: Tokenizer,
-                 max_len: int) -> tuple[list[list[TokenizedExample]], int]:
+def tokenize_all(groups: Sequence[Sequence[ChatExample]], tokenizer: Tokenizer, max_len: int,
+                 activated: bool = False) -> tuple[list[list[TokenizedExample]], int]:
     """Each sentence's tokenized examples no longer than max_len tokens (sentences left with none
     dropped), and how many examples were longer (left out)."""
     out, too_long = [], 0
     for group in groups:
-        tokenized = [tokenize(e, tokenizer) for e in group]
+        tokenized = [tokenize(e, tokenizer, activated) for e in group]
         kept = [t for t in tokenized if len(t) <= max_len]
         too_long += len(tokenized) - len(kept)
         if kept:

@@ -31,7 +31,7 @@ from cascadener.engine.chat import ChatEngine
 from cascadener.geic.hierarchy import Hierarchy
 from cascadener.geic.sampling import stratified_subset
 from cascadener.geic.spans import Document
-from cascadener.qwen2.lora import inject, load_adapter, lora_layers, save_adapter
+from cascadener.qwen2.lora import gated, inject, load_adapter, lora_layers, save_adapter
 from cascadener.qwen2.model import Qwen2
 from cascadener.ner.pipeline import Options
 from cascadener.ner.prompts import get_format
@@ -74,6 +74,9 @@ def build_model(cfg: TrainConfig, device: torch.device, adapter: Path | None = N
             raise TrainError(f"{adapter}: adapter has rank {loaded.r}, alpha {loaded.lora_alpha:g}, targets "
                              f"{','.join(loaded.target_modules)}; the run asks rank {wanted.r}, alpha "
                              f"{wanted.lora_alpha:g}, targets {','.join(wanted.target_modules)}")
+        if loaded.activated != wanted.activated:
+            raise TrainError(f"{adapter}: the adapter is {'' if loaded.activated else 'not '}activated; the run "
+                             f"{'asks' if wanted.activated else 'does not ask'} --activated")
         for layer in lora_layers(model).values():   # the run's dropout, not the adapter's
             layer.dropout.p = cfg.lora_dropout
     if cfg.grad_checkpoint:
@@ -137,9 +140,11 @@ def train_step(model: Qwen2, optimizer: torch.optim.Optimizer, plan: Plan, step:
     loss_sum = 0.0
     for packs in plan.micro_batches(step, world.rank, world.size):
         batch = collate(packs, pad_id=0).to(world.device)    # any id: padding is masked out
-        with precision(cfg, world.device):
-            loss = token_loss_sum(model, batch)
-        (loss / n_targets).backward()   # accumulates: the step's gradient is of the global token mean
+        # the gate stays on through backward, where checkpointed blocks run forward again
+        with gated(model, batch.adapted[batch.pad_mask] if cfg.activated else None):
+            with precision(cfg, world.device):
+                loss = token_loss_sum(model, batch)
+            (loss / n_targets).backward()   # accumulates: the step's gradient is of the global token mean
         loss_sum += loss.item()
     loss_sum = world.sum_grads(params, loss_sum)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
@@ -232,7 +237,10 @@ def load_data(cfg: TrainConfig, tokenizer: Tokenizer) -> Data:
         docs, tree = load_task_data(cfg.data, cfg.categories, cfg.shots, cfg.seed)
         chats = chat_examples(cfg.task, docs, tree, fmt, cfg.seed)
         what = f"{len(docs)} sentences{f'; labels {tree.roots}' if cfg.task != 'extract' else ''}; "
-    groups, too_long = tokenize_all(chats, tokenizer, cfg.max_len)
+    if cfg.activated and not fmt.lists_types:
+        raise TrainError(f"--activated needs prompts that share a head (--prompt-format joint), not "
+                         f"{cfg.prompt_format!r}")
+    groups, too_long = tokenize_all(chats, tokenizer, cfg.max_len, cfg.activated)
     if not groups:
         raise TrainError(f"no training examples in {cfg.data or cfg.mixture} (after --shots and --max-len)")
     packs = [p for g in groups for p in pack_sentence(g)]
