@@ -38,9 +38,21 @@ TEXTS = ["Kobe Bryant played for the Lakers.", "Angela Merkel visited Paris", "æ
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_ckpt):
-    """The base and two activated adapters merged into copies of it (float32, strong random LoRA)."""
-    base = load_model(tiny_ckpt, torch.float32, "cpu")
+def built() -> dict:
+    return {}
+
+
+@pytest.fixture
+def tiny(tiny_ckpt, built, device):
+    """The base and two activated adapters merged into copies of it (float32, strong random LoRA),
+    on each device."""
+    if device not in built:
+        built[device] = adapters_on(tiny_ckpt, device)
+    return built[device]
+
+
+def adapters_on(tiny_ckpt, device):
+    base = load_model(tiny_ckpt, torch.float32, device)
     adapters = []
     for seed in (0, 1):
         model = load_model(tiny_ckpt, torch.float32, "cpu")
@@ -51,7 +63,7 @@ def tiny(tiny_ckpt):
                 m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=g) * 0.5)
         merge_all(model)
         strip_adapters(model)
-        adapters.append(model)
+        adapters.append(model.to(device))
     return base, adapters, load_tokenizer(tiny_ckpt)
 
 
@@ -68,21 +80,22 @@ def prompts_and_heads(tok, text: int, mention: bool):
 def reference(base, adapted, prompt: list[int], activation: int, p: SamplingParams) -> list[int]:
     """Greedy decoding written out: the head through the base, everything after through the adapter."""
     store = KVStore.for_model(base, 1, len(prompt) + p.max_new_tokens + 1)
+    ids = lambda tokens: torch.tensor([tokens], device=base.device)      # noqa: E731
     if activation:
-        base.hidden_states(torch.tensor([prompt[:activation]]), store)
-    hidden = adapted.hidden_states(torch.tensor([prompt[activation:]]), store)[:, -1]
+        base.hidden_states(ids(prompt[:activation]), store)
+    hidden = adapted.hidden_states(ids(prompt[activation:]), store)[:, -1]
     out: list[int] = []
     while len(out) < p.max_new_tokens:
         token = int(adapted.lm_head(hidden)[0, :p.vocab_limit].argmax())
         if token in p.stop_ids:
             break
         out.append(token)
-        hidden = adapted.hidden_states(torch.tensor([[token]]), store)[:, -1]
+        hidden = adapted.hidden_states(ids([token]), store)[:, -1]
     return out
 
 
-def test_the_head_is_what_the_prompt_and_the_head_agree_on(tiny):
-    _, _, tok = tiny
+def test_the_head_is_what_the_prompt_and_the_head_agree_on(tiny_tokenizer):
+    tok = tiny_tokenizer
     fmt = get_format("joint")
     for source in TEXTS:
         head = fmt.head(source, TYPES, False)

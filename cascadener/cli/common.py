@@ -57,7 +57,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                                    "else the weights folder (see weights/README.md)")
     g.add_argument("--extractor", help="checkpoint for extraction (with --classifier)")
     g.add_argument("--classifier", help="checkpoint for classification (with --extractor)")
-    g.add_argument("--extractor-adapter", help="PEFT LoRA adapter directory for the extractor")
+    g.add_argument("--extractor-adapter", help="PEFT LoRA adapter directory for the extractor (an activated one, "
+                                               "train.py --activated, also loads the base model beside it)")
     g.add_argument("--classifier-adapter", help="PEFT LoRA adapter directory for the classifier")
     g.add_argument("--adapter", help="one adapter for both stages (train.py --task joint): one model is "
                                      "loaded, and classification reuses the cache of the extraction prompts")
@@ -82,7 +83,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="must match how the model was trained: paper = the authors' checkpoints (their exact "
                         "strings); instruct = an untrained instruct model (with --demos); prefix = this "
                         "project's two adapters (train.py --task extract/classify); joint = one adapter for "
-                        "both stages (train.py --task joint). Default: paper")
+                        "both stages (train.py --task joint), or two activated ones (train.py --activated). "
+                        "Default: paper")
     g.add_argument("--system", help="system prompt (default: the format's own)")
     g.add_argument("--zero-shot", action="store_true", help='offer "unknown" when no type applies')
     g.add_argument("--no-constrain", dest="constrain", action="store_false",
