@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from cascadener.geic.spans import Document, Span
-from cascadener.ner.prompts import (PAPER_SYSTEM, ZERO_SHOT_HINT, get_format, match_label, occurrence)
+from cascadener.ner.prompts import (PAPER_SYSTEM, ZERO_SHOT_HINT, get_format, match_label, occurrence, top_list)
 from cascadener.qwen2.tokenizer import IM_END, IM_START
 
 TEXT = "Kobe was in NBA with Kobe"
@@ -68,6 +68,12 @@ def test_joint_extraction_prompt_is_the_head_of_every_classification_prompt(tiny
     b = tiny_tokenizer.encode(render(tiny_tokenizer, fmt.classification(TEXT, KOBE2, types, zero_shot)))
     shared = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
     assert shared >= len(tiny_tokenizer.encode(ext_text[:ext_text.index(head) + len(head)])) - 1
+    # the head an activated adapter leaves to the base: the extraction conversation, for every level
+    history = [(types, "location")]
+    assert fmt.head(TEXT, top_list(["city", "country"], history), zero_shot) == ext
+    deeper = render(tiny_tokenizer, fmt.classification(TEXT, Span(12, 15), ["city", "country"], zero_shot, history))
+    assert deeper.startswith(ext_text[:ext_text.index(head) + len(head)])
+    assert get_format("prefix").head(TEXT, types, zero_shot) is None
     # the other formats take the types and ignore them; the joint one needs them
     assert get_format("prefix").extraction(TEXT, types) == get_format("prefix").extraction(TEXT)
     with pytest.raises(ValueError, match="top level of the category tree"):

@@ -84,8 +84,8 @@ class PromptFormat:
 
     def head(self, text: str, types: Sequence[str], zero_shot: bool) -> list[Message] | None:
         """The conversation that every prompt about `text` under the top-level list `types` begins
-        with, its last message left open (an activated adapter reads it with the base model:
-        cascadener.qwen2.lora); None when the format's prompts share no such head."""
+        with, the prompts continuing or closing its last message (an activated adapter leaves it
+        to the base model: cascadener.qwen2.lora); None when the format's prompts share none."""
         return None
 
 

@@ -56,7 +56,7 @@ class LoRAConfig:
         # adapter's file is exactly PEFT's (PEFT would run an activated one on every token).
         mine = {k: v for k, v in asdict(self).items() if k != "activated" or v}
         return mine | {"peft_type": "LORA", "task_type": "CAUSAL_LM", "bias": "none",
-                               "fan_in_fan_out": False, "base_model_name_or_path": base, "modules_to_save": None}
+                       "fan_in_fan_out": False, "base_model_name_or_path": base, "modules_to_save": None}
 
     @classmethod
     def from_peft(cls, d: dict, source: str) -> LoRAConfig:

@@ -79,7 +79,6 @@ class Tokenizer:
             parts.append(f"{IM_START}assistant\n")
         return "".join(parts)
 
-
     def head_length(self, prompt: Sequence[int], head: list[dict]) -> int:
         """How many leading tokens of `prompt` belong to the conversation `head`, whose last message
         the prompt leaves open (continues it, or closes it): the tokens on which the prompt and the
