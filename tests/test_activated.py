@@ -190,6 +190,8 @@ def test_the_pipeline_runs_two_activated_adapters_on_one_base(tiny_ckpt, tmp_pat
     assert ner.extractor.prefix_cache is ner.classifier.prefix_cache
     found = ner.predict_batch(TEXTS, labels=TYPES)
     assert found == load(False).predict_batch(TEXTS, labels=TYPES)
+    ner.forget()                                                # as a batch job does before each chunk
+    assert ner.extractor.prefix_cache is ner.classifier.prefix_cache and ner.extractor.prefix_cache.size == 0
     with pytest.raises(ValueError, match="--prompt-format joint"):
         CascadeNER.load(model=tiny_ckpt, extractor_adapter=ext, classifier_adapter=cls, dtype=torch.float32,
                         options=Options(k=1, prompt_format="prefix"), device="cpu")

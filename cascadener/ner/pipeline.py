@@ -135,8 +135,12 @@ class CascadeNER:
         """Drop the engines' cached prefixes. Numbers then depend only on the texts of the next call
         (in bfloat16 a prefix computed in an earlier, differently shaped batch rounds differently):
         a resumed job that forgets before every chunk writes what an uninterrupted one writes."""
+        shared = self.classifier.prefix_cache is self.extractor.prefix_cache     # activated adapters on one base
         self.extractor.forget()
-        self.classifier.forget()
+        if shared:
+            self.classifier.prefix_cache = self.extractor.prefix_cache
+        else:
+            self.classifier.forget()
 
     # --- stage 1: extraction ---------------------------------------------------------------------
 
