@@ -37,7 +37,7 @@ export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 } 2>&1 | tee "$out/machine.txt"
 
 echo "== tests on CUDA"
-timeout -s INT -k 10 150 python3 -m pytest -q -p no:cacheprovider -k cuda tests/test_engine.py tests/test_pipeline.py 2>&1 | tee "$out/tests.txt"
+timeout -s INT -k 10 150 python3 -m pytest -q -p no:cacheprovider -k cuda tests/test_engine.py tests/test_pipeline.py tests/test_activated.py 2>&1 | tee "$out/tests.txt"
 
 echo "== bench_core, CUDA graph steps (the default on a GPU) against HF"
 timeout -s INT -k 10 220 python3 bench/bench_core.py --device cuda --random-weights --model "$CKPT" --dtypes bf16 \
