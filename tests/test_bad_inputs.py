@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from cascadener import load_model
 from cascadener.cli import evaluate, infer
 from cascadener.cli.common import set_threads
 from cascadener.geic.spans import Document, Span
 from cascadener.ner.pipeline import Options, resolve_categories
+from cascadener.qwen2.lora import LoRAConfig, inject, save_adapter
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -290,3 +292,12 @@ def test_a_real_process_prints_one_line(tiny_ckpt, tmp_path):
     assert "Traceback" not in run.stderr
     assert run.stderr.splitlines()[-1].startswith("error: ") and "model.norm.weight" in run.stderr
     assert len(run.stderr.splitlines()) == 2      # "loading ..." and the error
+
+
+def test_activated_adapters_with_a_format_that_has_no_head(tiny_ckpt, tmp_path, capsys):
+    model, cfg = load_model(tiny_ckpt), LoRAConfig(r=2, lora_alpha=4, activated=True)
+    inject(model, cfg)
+    save_adapter(model, cfg, tmp_path / "ext")
+    code, err = run_cli(infer.main, ["--text", "x", "--labels", "person", "--model", str(tiny_ckpt), "--adapter",
+                                     str(tmp_path / "ext"), "--prompt-format", "prefix"], capsys)
+    assert_one_error_line(code, err, "activated adapters", "use --prompt-format joint")

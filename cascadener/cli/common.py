@@ -17,15 +17,14 @@ from cascadener.geic.sampling import few_shot
 from cascadener.geic.spans import Document
 from cascadener.ner.pipeline import MIN_SEGMENT_CHARS, CascadeNER, Options
 from cascadener.ner.prompts import PROMPT_FORMATS
-from cascadener.qwen2.checkpoint import DTYPES, CheckpointError
+from cascadener.qwen2.checkpoint import DTYPES
 from cascadener.qwen2.locate import find_checkpoint
-from cascadener.qwen2.lora import AdapterError
-from cascadener.qwen2.tokenizer import TokenizerError
 
 NAIVE_LABEL_TOKENS = 512   # the authors' max_new_tokens for a label answer
-# What loading a pipeline may refuse; every one names its file or tensor. OSError covers
-# WeightsNotFound and files that cannot be read.
-LOAD_ERRORS = (CheckpointError, TokenizerError, AdapterError, OSError)
+# What loading a pipeline may refuse, each naming its file, tensor or option: ValueError covers
+# CheckpointError, TokenizerError and AdapterError, and adapters the prompt format cannot serve
+# (activated ones without the joint format); OSError covers WeightsNotFound and unreadable files.
+LOAD_ERRORS = (ValueError, OSError)
 
 
 def at_least(low: int) -> Callable[[str], int]:

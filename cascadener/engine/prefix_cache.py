@@ -74,7 +74,7 @@ class PrefixCache:
         owner = self._owner() if self._owner is not None else None
         reader = base if base is not None else model
         if owner is None:
-            self._owner, self.dtype, self._adapters = weakref.ref(reader.config), reader.dtype, []
+            self._owner, self.dtype = weakref.ref(reader.config), reader.dtype
         elif owner is not reader.config:
             raise ValueError("this prefix cache holds keys and values computed by another model; "
                              "give every model its own PrefixCache")

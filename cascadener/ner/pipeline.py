@@ -91,7 +91,8 @@ class CascadeNER:
 
     def __post_init__(self) -> None:
         self.format = get_format(self.options.prompt_format, self.options.system, self.demos)
-        if (self.extractor.base or self.classifier.base) is not None and self.format.head("x", ["y"], False) is None:
+        # only the joint format's prompts share a head (PromptFormat.head)
+        if (self.extractor.base or self.classifier.base) is not None and not self.format.lists_types:
             raise ValueError(f"activated adapters read each sentence's head with the base model; the "
                              f"{self.format.name!r} prompt format has none: use --prompt-format joint")
 
@@ -158,14 +159,15 @@ class CascadeNER:
         # prefill, and each draws from its own stream (seeded by the text and the run's index).
         # Under `constrain` the answer can only be the source plus marks: nothing invented or lost.
         copy = CopyConstraint.for_tokenizer(self.extractor.tokenizer) if o.constrain else None
-        convs, params, constraints, heads = [], [], [], []
+        convs, params, constraints = [], [], []
         for seg in unique:
             automaton = copy.for_source(seg) if copy is not None else None
             budget = automaton.max_tokens if automaton is not None else 2 * self.extractor.count_tokens(seg) + 32
             convs += [fmt.extraction(seg, types, o.zero_shot)] * o.k
-            heads += [fmt.head(seg, types, o.zero_shot)] * o.k
             params += [self.extractor.sampling(o.k > 1, budget, seed=o.seed if o.k > 1 else None)] * o.k
             constraints += [automaton] * o.k
+        heads = [fmt.head(seg, types, o.zero_shot) for seg in unique for _ in range(o.k)] \
+            if self.extractor.base is not None else None        # only an activated adapter reads them
         outputs = self.extractor.complete(convs, params, constraints, heads)
         self.stats.segments += len(pieces)
         self.stats.extraction_prompts += len(convs)
@@ -198,7 +200,7 @@ class CascadeNER:
             convs = [fmt.classification(*context[i][j], cands, o.zero_shot, history.get((i, j), ()))
                      for i, j, cands in frontier]
             heads = [fmt.head(context[i][j][0], top_list(cands, history.get((i, j), ())), o.zero_shot)
-                     for i, j, cands in frontier]
+                     for i, j, cands in frontier] if self.classifier.base is not None else None
             options = [list(cands) + ([UNKNOWN] if o.zero_shot else []) for _, _, cands in frontier]
             answers = self.answer(convs, options, heads)
             self.stats.classification_prompts += len(convs)
