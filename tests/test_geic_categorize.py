@@ -1,4 +1,5 @@
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -205,6 +206,26 @@ def test_static_view_is_the_plain_top_level():
     (view,) = views(docs, FLAT, 0, Dynamic.static(), OTHERS)
     assert view.types == tuple(FLAT.roots) and not view.zero_shot
     assert [s.label for s in view.marked] == ["person", "location"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(corpora(), st.integers(0, 10_000))
+def test_a_plain_view_offers_the_sources_own_list_and_gold_answers(corpus, seed):
+    tree, docs = corpus
+    for view in views(docs, tree, seed, replace(EVERYTHING, nest=0.5, plain=1.0), OTHERS):
+        assert sorted(view.types) == sorted(tree.roots) and not view.zero_shot
+        for e in view.examples:
+            path = tree.path(e.span.label)
+            assert set(e.candidates) == set(tree.children(path[:e.level - 1]))
+            assert e.answer == path[e.level - 1]
+
+
+def test_a_plain_share_leaves_the_other_views_dynamic():
+    docs = flat_docs([["politician", "person"], ["political party"]] * 100)
+    out = views(docs, POLITICS, 0, replace(EVERYTHING, plain=0.5), OTHERS)
+    plain = [v for v in out if set(v.types) == set(POLITICS.roots) and not v.zero_shot]
+    assert 0.4 < len(plain) / len(out) < 0.75          # the share, plus dynamic lists that left it whole
+    assert len({v.types for v in out}) > 20            # the rest still varied (and shuffled)
 
 
 def test_every_rewrite_shows_up_across_views():

@@ -59,6 +59,7 @@ class Dynamic:
     extend: float = 0.3          # views only: add types of other datasets
     nest: float = 0.4            # views only: offer nodes below an offered node beside it (finer answers)
     hint: float = 0.5            # views only: offer "unknown" although every mention's type is listed
+    plain: float = 0.0           # views only: the source's own list untouched, as inference offers it
     shuffle: bool = True
 
     @classmethod
@@ -411,6 +412,9 @@ def _view(doc: Document, hierarchy: Hierarchy, rng: random.Random, dynamic: Dyna
           synonyms: Mapping[str, Sequence[str]]) -> View:
     spans = sorted(doc.spans)
     paths = [mention_path(s, hierarchy) for s in spans]
+    # Only a nonzero share draws, so a recipe without one keeps every view it had.
+    if dynamic.plain and rng.random() < dynamic.plain:
+        dynamic = replace(Dynamic.static(), shuffle=dynamic.shuffle)
     offers = [Offer(r, frozenset({(r,)})) for r in hierarchy.roots]
     if rng.random() < dynamic.mix:
         offers = regranulate(offers, hierarchy, rng)
