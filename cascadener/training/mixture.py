@@ -5,6 +5,7 @@ The file (TOML, or JSON with the same keys) names the sources. A source is a dat
 
     [dynamic]                                  # geic.categorize.Dynamic probabilities (per sentence)
     extend = 0.3
+    plain = 0.3                                # that share of sentences sees its source's own list untouched
 
     [[source]]
     name = "wikiann-zh"                        # default: the path
