@@ -36,9 +36,6 @@ class Recording:
         self.prompts.append(self.inner.classification(text, span, *args))
         return self.prompts[-1]
 
-    def head(self, *args):
-        return self.inner.head(*args)
-
 
 @given(st.lists(st.text(alphabet="ab. ", max_size=40), max_size=4), st.integers(2, 12), st.integers(1, 4))
 def test_texts_go_to_the_engine_in_parts_of_boundedly_many_segments(texts, max_chars, per_call):
