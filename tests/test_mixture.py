@@ -74,6 +74,7 @@ def test_relative_paths_are_under_the_data_root(tmp_path, monkeypatch):
     ('[[source]]\npath = "a"\nsentence = 3\n', "source 1 (a): unknown key 'sentence'"),
     ('[[source]]\npath = "a"\nweight = 0\n', "weight must be a number"),
     ('[[source]]\npath = "a"\nsample = -1\n', "sample must be a whole number >= 1"),
+    ('[[source]]\npath = "a"\nplain = 2\n', "plain is a probability in [0, 1], got 2"),
     ('[[source]]\npath = "a"\n[[source]]\npath = "a"\n', "two sources are named 'a'"),
     ('[dynamic]\nmixx = 0.1\n[[source]]\npath = "a"\n', "[dynamic] takes"),
     ('[dynamic]\nnest = "a"\n[[source]]\npath = "a"\n', "[dynamic] nest is a probability in [0, 1], got 'a'"),
@@ -141,6 +142,16 @@ def test_a_sources_views_do_not_move_when_another_source_is_resized(tmp_path):
     assert load_mixture(mix, seed=3)[1] == views and load_mixture(mix, seed=4)[1] != views
 
 
+def test_a_sources_plain_share_is_its_own(tmp_path):
+    """`plain` on a source overrides [dynamic] plain for that source's views and no other's."""
+    _, before = load_mixture(read_mixture(write_toml(tmp_path, MIX)), seed=3)
+    _, after = load_mixture(read_mixture(write_toml(tmp_path, MIX + "plain = 1.0\n")), seed=3)
+    assert [v for n, v in after if n == "conll"] == [v for n, v in before if n == "conll"]
+    zh = [v for n, v in after if n == "zh"]
+    assert zh != [v for n, v in before if n == "zh"]
+    assert all(set(v.types) == {"people", "location", "organization"} and not v.zero_shot for v in zh)
+
+
 # --- examples -------------------------------------------------------------------------------------
 
 def test_joint_extraction_marks_the_offered_types_only_and_questions_share_its_head(tmp_path):
@@ -202,14 +213,14 @@ def test_one_conversation_down_the_tree_learns_every_level_it_asks(tiny_tokenize
 
 def test_committed_recipes_read_and_differ_by_crossner_and_sizes_only(monkeypatch):
     """The zero-shot variant reads the same data as the full recipe, less CrossNER; it may size the
-    sources and nest lists differently (its header says why), nothing else."""
+    sources, give them plain shares and nest lists differently (the headers say why), nothing else."""
     monkeypatch.setenv("CASCADENER_DATA", "/data")
     full, without = (read_mixture(REPO / "recipes" / f) for f in ("universal.toml", "universal-no-crossner.toml"))
     crossner = [s for s in full.sources if "crossner" in s.path]
     assert len(crossner) == 5 and not any("crossner" in s.path for s in without.sources)
 
     def data(s: Source) -> Source:
-        return replace(s, sample=None, weight=1.0)
+        return replace(s, sample=None, weight=1.0, plain=None)
     assert [data(s) for s in full.sources if s not in crossner] == [data(s) for s in without.sources]
     assert replace(without.dynamic, nest=full.dynamic.nest) == full.dynamic
     assert {s.lang for s in full.sources} == {"en", "de", "es", "fr", "ru", "zh", "ja", "ko"}

@@ -18,19 +18,21 @@ The file (TOML, or JSON with the same keys) names the sources. A source is a dat
     sample = 500                               # a stratified sample of that many (paper eq. 4); default all
     categories = "dynamicner/DynamicNER.json"  # the source's category tree (default: its types, flat)
     weight = 1.0                               # lists per sentence: 1.5 = every sentence once, half twice
+    plain = 0.3                                # this source's plain share (default: [dynamic] plain)
 
 Each sentence becomes one or more *views* (geic.categorize.views): an offered type list drawn by
 dynamic categorization across the sources, the extraction answer marking the mentions of offered
-types, and one classification question per mention and level. A source's views come from its own
-seeded generator: resizing one source (sample, weight) leaves the others' views as they were,
-and adding one changes them only through its types joining their distractors. The sources'
-examples are interleaved by the step plan (batches.py), which shuffles the whole set.
+types, and one classification question per mention and level. A source's `plain` overrides the
+mixture's share for its own sentences. A source's views come from its own seeded generator:
+resizing one source (sample, weight, plain) leaves the others' views as they were, and adding one
+changes them only through its types joining their distractors. The sources' examples are
+interleaved by the step plan (batches.py), which shuffles the whole set.
 """
 from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -51,6 +53,7 @@ class MixtureError(ValueError):
 @dataclass(frozen=True)
 class Source(DatasetSpec):
     weight: float = 1.0
+    plain: float | None = None      # this source's Dynamic.plain; None: the mixture's
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def parse_mixture(data: Any, where: str, root: Path) -> Mixture:
     for key, value in dyn.items():
         if key == "shuffle" and not isinstance(value, bool):
             raise MixtureError(f"{where}: [dynamic] shuffle must be true or false, got {value!r}")
-        if key != "shuffle" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1):
+        if key != "shuffle" and not is_probability(value):
             raise MixtureError(f"{where}: [dynamic] {key} is a probability in [0, 1], got {value!r}")
     raw = data.get("source", [])
     if not isinstance(raw, list) or not raw:
@@ -94,7 +97,13 @@ def parse_source(raw: Any, where: str) -> Source:
     src = parse_spec(raw, where, Source, MixtureError)
     if not isinstance(src.weight, (int, float)) or not 0 < src.weight <= 100:
         raise MixtureError(f"{where}: weight must be a number in (0, 100], got {src.weight!r}")
+    if src.plain is not None and not is_probability(src.plain):
+        raise MixtureError(f"{where}: plain is a probability in [0, 1], got {src.plain!r}")
     return src
+
+
+def is_probability(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
 
 
 def read_mixture(path: str | Path) -> Mixture:
@@ -160,7 +169,8 @@ def mixture_views(loaded: Sequence[Loaded], seed: int, dynamic: Dynamic) -> list
         others = {n: k for j, ks in enumerate(kinds) if j != i for n, k in ks.items()}
         docs = [d for d, r in zip(part.docs, repeats(len(part.docs), part.source.weight, f"{seed}-{part.source.title}"))
                 for _ in range(r)]
-        out += [(part.source.title, v) for v in views(docs, part.tree, f"{seed}-{part.source.title}", dynamic, others)]
+        dyn = dynamic if part.source.plain is None else replace(dynamic, plain=part.source.plain)
+        out += [(part.source.title, v) for v in views(docs, part.tree, f"{seed}-{part.source.title}", dyn, others)]
     return out
 
 
