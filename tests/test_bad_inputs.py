@@ -301,3 +301,17 @@ def test_activated_adapters_with_a_format_that_has_no_head(tiny_ckpt, tmp_path, 
     code, err = run_cli(infer.main, ["--text", "x", "--labels", "person", "--model", str(tiny_ckpt), "--adapter",
                                      str(tmp_path / "ext"), "--prompt-format", "prefix"], capsys)
     assert_one_error_line(code, err, "activated adapters", "use --prompt-format joint")
+
+
+def test_an_adapter_asked_for_other_prompts_than_it_learnt(tiny_ckpt, tmp_path, capsys):
+    model, cfg = load_model(tiny_ckpt), LoRAConfig(r=2, lora_alpha=4)
+    inject(model, cfg)
+    save_adapter(model, cfg, tmp_path / "ext")
+    (tmp_path / "ext" / "train_config.json").write_text('{"prompt_format": "prefix", "system": null}')
+    argv = ["--text", "x", "--labels", "person", "--model", str(tiny_ckpt), "--adapter", str(tmp_path / "ext")]
+    code, err = run_cli(infer.main, argv + ["--prompt-format", "joint"], capsys)
+    assert_one_error_line(code, err, "trained on 'prefix' prompts", "use --prompt-format prefix")
+    assert "loading" not in err                         # refused before the weights load
+    (tmp_path / "ext" / "train_config.json").write_text('{"prompt_format": "prefix"')
+    code, err = run_cli(infer.main, argv, capsys)
+    assert_one_error_line(code, err, "train_config.json: not a readable training record")

@@ -17,6 +17,7 @@ from cascadener.geic.spans import Document, Span
 from cascadener.qwen2.lora import gated, load_adapter, lora_layers
 from cascadener.ner.pipeline import CascadeNER, Options
 from cascadener.ner.prompts import get_format
+from cascadener.ner.trained import trained_with
 from cascadener.training.batches import collate, pack
 from cascadener.training.config import TrainConfig
 from cascadener.training.distributed import process_device
@@ -187,6 +188,15 @@ def test_adapter_loads_in_the_inference_pipeline(trained, tiny_ckpt):
     assert doc.text == "Kobe visited Paris ." and ner.stats.extraction_prompts == 1
 
 
+def test_every_set_of_weights_a_run_writes_says_what_it_was_trained_on(trained, tiny_ckpt):
+    for weights in (trained, trained / "best", trained / "checkpoint", trained / "merged"):
+        assert trained_with(weights).prompt_format == "paper", weights
+    ner = CascadeNER.load(model=trained / "merged", dtype=torch.float32, device="cpu")
+    assert ner.options.prompt_format == "paper"
+    with pytest.raises(ValueError, match="use --prompt-format paper"):
+        CascadeNER.load(model=trained / "merged", dtype=torch.float32, options=Options(prompt_format="joint"))
+
+
 def test_merged_weights_load_and_match_the_adapter_model(trained, tiny_ckpt):
     merged = load_model(trained / "merged")
     with_adapter = load_model(tiny_ckpt)
@@ -302,6 +312,12 @@ def test_init_adapter_continues_from_its_weights_and_settings(trained, tiny_ckpt
                      "--lora-rank", "4")) == 2
     err = capsys.readouterr().err
     assert "error: " in err and "adapter has rank 16" in err and "the run asks rank 4" in err
+    # the prompts too: the adapter's when none are given (the runs above), refused when others are
+    assert json.loads((tmp_path / "moved" / "train_config.json").read_text())["prompt_format"] == "paper"
+    assert main(argv(tiny_ckpt, tmp_path / "other", "--steps", "1", "--init-adapter", str(trained),
+                     "--prompt-format", "prefix")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --init-adapter") and "trained on 'paper' prompts" in err and err.count("\n") == 1
 
 
 def test_joint_format_with_demonstrations_runs_the_cascade(tiny_ckpt):

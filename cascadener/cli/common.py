@@ -15,8 +15,9 @@ from cascadener.engine.device import resolve_device
 from cascadener.geic.hierarchy import CategoryError, Hierarchy, label_list
 from cascadener.geic.sampling import few_shot
 from cascadener.geic.spans import Document
-from cascadener.ner.pipeline import MIN_SEGMENT_CHARS, CascadeNER, Options
+from cascadener.ner.pipeline import MIN_SEGMENT_CHARS, CascadeNER, Options, fitted
 from cascadener.ner.prompts import PROMPT_FORMATS
+from cascadener.ner.trained import agreed
 from cascadener.qwen2.checkpoint import DTYPES
 from cascadener.qwen2.locate import find_checkpoint
 
@@ -78,13 +79,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--k", type=positive, default=3, help="extraction runs fused by union (1 = greedy)")
     g.add_argument("--min-votes", type=positive, default=1,
                    help="keep spans found in at least this many runs (at most --k)")
-    g.add_argument("--prompt-format", choices=sorted(PROMPT_FORMATS), default="paper",
+    g.add_argument("--prompt-format", choices=sorted(PROMPT_FORMATS),
                    help="must match how the model was trained: paper = the authors' checkpoints (their exact "
                         "strings); instruct = an untrained instruct model (with --demos); prefix = this "
                         "project's two adapters (train.py --task extract/classify); joint = one adapter for "
                         "both stages (train.py --task joint), or two activated ones (train.py --activated). "
-                        "Default: paper")
-    g.add_argument("--system", help="system prompt (default: the format's own)")
+                        "Default: the one train.py recorded beside the adapter (train_config.json), else paper")
+    g.add_argument("--system", help="system prompt (default: the recorded one, else the format's own)")
     g.add_argument("--zero-shot", action="store_true", help='offer "unknown" when no type applies')
     g.add_argument("--no-constrain", dest="constrain", action="store_false",
                    help="generate labels as free text and match them to the list (the authors' way) "
@@ -101,12 +102,21 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
+    """The pipeline's options, checked against what the weights were trained on (ner/trained.py):
+    --prompt-format and --system left out become the recorded ones, and are written back to
+    `args` so that reports and job manifests name the format that ran."""
     naive = args.engine == "naive"
     try:
-        return Options(k=args.k, min_votes=args.min_votes, prompt_format=args.prompt_format, system=args.system,
-                       zero_shot=args.zero_shot, constrain=args.constrain and not naive, seed=args.seed,
-                       max_segment_chars=args.max_segment_chars,
-                       label_tokens=NAIVE_LABEL_TOKENS if naive else 16)
+        trained = agreed([args.model, args.extractor, args.classifier, args.adapter, args.extractor_adapter,
+                          args.classifier_adapter])
+        args.prompt_format = args.prompt_format or (trained.prompt_format if trained else "paper")
+        options = fitted(Options(k=args.k, min_votes=args.min_votes, prompt_format=args.prompt_format,
+                                 system=args.system, zero_shot=args.zero_shot,
+                                 constrain=args.constrain and not naive, seed=args.seed,
+                                 max_segment_chars=args.max_segment_chars,
+                                 label_tokens=NAIVE_LABEL_TOKENS if naive else 16), trained)
+        args.system = options.system
+        return options
     except ValueError as e:      # what one flag cannot check alone, e.g. --min-votes above --k
         raise SystemExit(f"error: {e}") from None
 

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from cascadener.cli import jobs
-from cascadener.cli.common import add_model_args, categories_from_args, demos_from_args, load_pipeline
+from cascadener.cli.common import (add_model_args, categories_from_args, demos_from_args, load_pipeline,
+                                   options_from_args)
 from cascadener.cli.jobs import JobError, JobFolder, Record
 from cascadener.geic.spans import Document
 from cascadener.ner import render
@@ -90,6 +91,7 @@ def _main(argv: list[str] | None) -> int:
     tree = categories_from_args(args)
     if tree is None:
         raise SystemExit("error: give the entity types with --labels a,b,c or --categories FILE")
+    options_from_args(args)     # a bad option, or a prompt format the weights were not trained on
     try:
         rank, world = jobs.ranks()
     except JobError as e:

@@ -13,11 +13,12 @@ The data is a CoNLL column file, GEIC .json or .jsonl; type codes become readabl
 person) unless --categories names them. Or --mixture FILE: several datasets, each sentence under
 type lists drawn across them (cascadener/training/mixture.py describes the file). --init-adapter
 continues from a trained adapter (few-shot adaptation: a domain's 100-200 sentences); its LoRA
-rank, alpha and targets are the run's. OUT receives the adapter in the PEFT layout
-(adapter_model.safetensors, adapter_config.json: `infer.py --extractor-adapter OUT`, or
-`--adapter OUT` for a joint one), best/ (the
-adapter with the best dev F1, with --dev), checkpoint/ (for --resume), merged/ (with --merge),
-train_config.json, train_log.jsonl (one record per logged step) and dev_log.jsonl.
+rank, alpha and targets are the run's, and so are its prompt format and system prompt. OUT
+receives the adapter in the PEFT layout (adapter_model.safetensors, adapter_config.json:
+`infer.py --extractor-adapter OUT`, or `--adapter OUT` for a joint one), best/ (the adapter with
+the best dev F1, with --dev), checkpoint/ (for --resume), merged/ (with --merge),
+train_config.json (also in best/, checkpoint/ and merged/: infer.py and eval.py read the prompt
+format from it), train_log.jsonl (one record per logged step) and dev_log.jsonl.
 Global batch = --batch-size x --grad-accum x processes, in sentences.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 
 from cascadener.cli.common import device_arg
+from cascadener.ner.trained import trained_with
 from cascadener.qwen2.locate import WeightsNotFound, find_checkpoint
 from cascadener.qwen2.lora import ADAPTER_CONFIG, ALL_TARGETS, LoRAConfig
 from cascadener.training.config import DEFAULT_BATCH_SIZE, DTYPES, TASKS, TrainConfig
@@ -53,9 +55,10 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data and prompts")
     g.add_argument("--dev", help="labelled dev file: span F1 at --eval-every steps and at the end, best kept")
     g.add_argument("--dev-sample", type=int, default=DEFAULTS["dev_sample"], help="stratified dev subset size")
-    g.add_argument("--prompt-format", choices=("prefix", "joint", "paper"), default=DEFAULTS["prompt_format"],
-                   help="joint: one adapter for both stages, sharing the sentence's cache (with --task joint)")
-    g.add_argument("--system", help="system prompt (default: the format's own)")
+    g.add_argument("--prompt-format", choices=("prefix", "joint", "paper"),
+                   help="joint: one adapter for both stages, sharing the sentence's cache (with --task joint). "
+                        f"Default: the --init-adapter's (its train_config.json), else {DEFAULTS['prompt_format']}")
+    g.add_argument("--system", help="system prompt (default: the --init-adapter's, else the format's own)")
     g.add_argument("--categories", help="category tree (default: the data's types, flat); with --mixture, the "
                                         "dev set's")
     g.add_argument("--shots", type=int, help="train on a stratified few-shot sample of N sentences")
@@ -114,6 +117,10 @@ def lora_defaults(init_adapter: str | None) -> tuple[int, float, str]:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     rank, alpha, targets = lora_defaults(args.init_adapter)
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    trained = trained_with(args.init_adapter)       # the prompts it learnt, unless others are asked for
+    values["prompt_format"] = args.prompt_format or (trained.prompt_format if trained else DEFAULTS["prompt_format"])
+    if args.system is None and trained is not None:
+        values["system"] = trained.system
     values["lora_rank"] = args.lora_rank or rank
     values["lora_alpha"] = args.lora_alpha or alpha
     values["targets"] = [t.strip() for t in (args.targets or targets).split(",") if t.strip()]

@@ -24,6 +24,7 @@ from cascadener.geic.spans import Document, Span
 from cascadener.ner.copy import CopyConstraint
 from cascadener.ner.labels import LabelChoice
 from cascadener.ner.prompts import PROMPT_FORMATS, PromptFormat, get_format, match_label, top_list
+from cascadener.ner.trained import Trained, agreed, prompts_named
 
 MIN_SEGMENT_CHARS = 10   # a shorter piece holds a word or two: most entities would be cut apart
 # At most this many segments go to the engine at once: what it keeps per request (prompt, copy
@@ -61,6 +62,23 @@ class Options:
             raise ValueError(f"max_segment_chars must be at least {MIN_SEGMENT_CHARS}, got {self.max_segment_chars!r}")
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"unknown prompt_format {self.prompt_format!r}; choose from {sorted(PROMPT_FORMATS)}")
+
+
+def fitted(options: Options | None, trained: Trained | None) -> Options:
+    """`options` for weights trained as `trained` records: None takes its prompt format and system
+    prompt, a format or system prompt given that differs is refused (ValueError)."""
+    if trained is None:
+        return options or Options()
+    if options is None:
+        return Options(prompt_format=trained.prompt_format, system=trained.system)
+    if options.system is None:
+        options = replace(options, system=trained.system)
+    if (options.prompt_format, options.system) != (trained.prompt_format, trained.system):
+        fix = (f"use --prompt-format {trained.prompt_format} (or leave it out)"
+               if options.prompt_format != trained.prompt_format else "leave --system out")
+        raise ValueError(f"{trained.record.parent} was trained on {trained.describe()} ({trained.record}) and "
+                         f"answers no others, not {prompts_named(options.prompt_format, options.system)}: {fix}")
+    return options
 
 
 @dataclass
@@ -103,15 +121,17 @@ class CascadeNER:
              batch_size: int = 32, options: Options | None = None, demos: Sequence[Document] = (),
              reuse_prefixes: bool = True, int8: bool = False, device: str = "auto") -> CascadeNER:
         """Two checkpoints, or one base with two adapters, or one plain instruct model for both.
-        device: "auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N"."""
+        device: "auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N". `options` None: the
+        defaults, with the prompt format the weights were trained on (ner/trained.py)."""
         ext_path, cls_path = extractor or model, classifier or model
         if ext_path is None or cls_path is None:
             raise ValueError("give --model DIR, or both --extractor DIR and --classifier DIR")
+        options = fitted(options, agreed([ext_path, cls_path, extractor_adapter, classifier_adapter]))
         ext = ChatEngine.load(ext_path, extractor_adapter, dtype, batch_size, reuse_prefixes, int8, device)
         same = Path(ext_path) == Path(cls_path) and extractor_adapter == classifier_adapter
         clf = ext if same else ChatEngine.load(cls_path, classifier_adapter, dtype, batch_size, reuse_prefixes,
                                                int8, device, beside=ext if Path(ext_path) == Path(cls_path) else None)
-        return cls(ext, clf, options or Options(), demos)
+        return cls(ext, clf, options, demos)
 
     # --- public API ------------------------------------------------------------------------------
 

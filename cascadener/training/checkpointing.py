@@ -18,6 +18,7 @@ import torch
 
 from cascadener.qwen2.checkpoint import load_model, save_model
 from cascadener.qwen2.lora import LoRAConfig, load_adapter, save_adapter
+from cascadener.ner.trained import RECORD
 
 CHECKPOINT, BEST, MERGED = "checkpoint", "best", "merged"
 # What merged/ copies from the base besides the weights: tokenizer and generation settings.
@@ -55,6 +56,13 @@ def restore_dir(final: Path) -> None:
             pass
 
 
+def copy_record(out: Path, tmp: Path) -> None:
+    """The run's record of the prompts it trained on (ner/trained.py) goes beside every set of
+    weights it writes, so that inference can check any of them."""
+    if (out / RECORD).exists():
+        shutil.copy2(out / RECORD, tmp / RECORD)
+
+
 def fresh_tmp(final: Path) -> Path:
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -68,6 +76,7 @@ def save_checkpoint(out: Path, model: torch.nn.Module, lora: LoRAConfig, optimiz
     tmp = fresh_tmp(final)
     save_adapter(model, lora, tmp, base)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    copy_record(out, tmp)
     (tmp / "state.json").write_text(json.dumps(asdict(state)) + "\n")
     replace_dir(tmp, final)
 
@@ -89,6 +98,7 @@ def save_best(out: Path, model: torch.nn.Module, lora: LoRAConfig, base: str, sc
     tmp = fresh_tmp(final)
     save_adapter(model, lora, tmp, base)
     (tmp / "dev_scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    copy_record(out, tmp)
     replace_dir(tmp, final)
 
 
@@ -110,5 +120,6 @@ def save_merged(base: str | Path, adapter: Path, out: Path) -> Path:
     for name in SIDE_FILES:
         if (base / name).exists():
             shutil.copy2(base / name, tmp / name)
+    copy_record(out, tmp)
     replace_dir(tmp, final)
     return final

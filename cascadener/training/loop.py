@@ -35,6 +35,7 @@ from cascadener.qwen2.lora import gated, inject, load_adapter, lora_layers, save
 from cascadener.qwen2.model import Qwen2
 from cascadener.ner.pipeline import Options
 from cascadener.ner.prompts import get_format
+from cascadener.ner.trained import RECORD, prompts_named, trained_with
 from cascadener.qwen2.tokenizer import Tokenizer, load_tokenizer
 from cascadener.training import distributed
 from cascadener.training.batches import Batch, Packed, Plan, collate, pack_sentence
@@ -48,7 +49,7 @@ from cascadener.training.examples import (chat_examples, load_task_data, tokeniz
                                           view_examples)
 from cascadener.training.mixture import describe, load_mixture, read_mixture
 
-CONFIG_FILE, LOG_FILE, DEV_LOG_FILE = "train_config.json", "train_log.jsonl", "dev_log.jsonl"
+CONFIG_FILE, LOG_FILE, DEV_LOG_FILE = RECORD, "train_log.jsonl", "dev_log.jsonl"
 
 
 class Crash(Exception):
@@ -217,6 +218,15 @@ def check_out_dir(cfg: TrainConfig, out: Path, resuming: bool) -> None:
                          f"{', '.join(differences)}")
 
 
+def check_prompts(cfg: TrainConfig) -> None:
+    """An adapter continued on other prompts than it learnt would start from nothing it can use."""
+    trained = trained_with(cfg.init_adapter)
+    if trained and (trained.prompt_format, trained.system) != (cfg.prompt_format, cfg.system):
+        raise TrainError(f"--init-adapter {cfg.init_adapter} was trained on {trained.describe()} ({trained.record}); "
+                         f"the run asks for {prompts_named(cfg.prompt_format, cfg.system)}: leave --prompt-format and "
+                         f"--system out to continue on the recorded ones")
+
+
 @dataclass
 class Data:
     sequences: list[Packed]         # each sentence's examples as token trees (one, or a few if long)
@@ -266,6 +276,7 @@ def train(cfg: TrainConfig) -> TrainState:
 
 def run(cfg: TrainConfig, world: World) -> TrainState:
     out = Path(cfg.out)
+    check_prompts(cfg)
     tokenizer = load_tokenizer(cfg.base)
     data = load_data(cfg, tokenizer)
     ckpt = checkpoint_dir(out) if cfg.resume else None
