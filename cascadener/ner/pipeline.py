@@ -1,6 +1,7 @@
 """CascadeNER end to end: extract (k runs, fused) -> classify (one prompt per mention, down the tree).
 
-The only module that knows both entities and models. Data flows one way:
+Where the NER side drives the engine (with the constraints of copy.py and labels.py, the prompts of
+prompts.py); the engine itself knows nothing of entities. Data flows one way:
 text -> segments -> extraction prompts -> engine -> marked outputs -> spans (parse, fuse)
      -> classification prompts per mention (in its segment) and level -> engine -> labels -> Document.
 A prompt never holds more than a segment, and a long text goes to the engine in parts of at most
