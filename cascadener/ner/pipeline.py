@@ -74,7 +74,7 @@ def fitted(options: Options | None, trained: Trained | None) -> Options:
         return Options(prompt_format=trained.prompt_format, system=trained.system)
     if options.system is None:
         options = replace(options, system=trained.system)
-    if (options.prompt_format, options.system) != (trained.prompt_format, trained.system):
+    if (options.prompt_format, options.system) != trained.prompts:
         fix = (f"use --prompt-format {trained.prompt_format} (or leave it out)"
                if options.prompt_format != trained.prompt_format else "leave --system out")
         raise ValueError(f"{trained.record.parent} was trained on {trained.describe()} ({trained.record}) and "

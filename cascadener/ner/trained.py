@@ -27,6 +27,10 @@ class Trained:
     system: str | None           # None: the format's own default
     record: Path                 # the file it was read from
 
+    @property
+    def prompts(self) -> tuple[str, str | None]:
+        return self.prompt_format, self.system
+
     def describe(self) -> str:
         return prompts_named(self.prompt_format, self.system)
 
@@ -58,7 +62,7 @@ def agreed(directories: Iterable[str | Path | None]) -> Trained | None:
     Two that differ are refused: one pipeline sends one format to both stages."""
     records = [r for r in map(trained_with, directories) if r is not None]
     for other in records[1:]:
-        if (other.prompt_format, other.system) != (records[0].prompt_format, records[0].system):
+        if other.prompts != records[0].prompts:
             raise ValueError(f"the weights were trained on different prompts: {records[0].describe()} "
                              f"({records[0].record}), {other.describe()} ({other.record})")
     return records[0] if records else None

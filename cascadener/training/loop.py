@@ -221,7 +221,7 @@ def check_out_dir(cfg: TrainConfig, out: Path, resuming: bool) -> None:
 def check_prompts(cfg: TrainConfig) -> None:
     """An adapter continued on other prompts than it learnt would start from nothing it can use."""
     trained = trained_with(cfg.init_adapter)
-    if trained and (trained.prompt_format, trained.system) != (cfg.prompt_format, cfg.system):
+    if trained and trained.prompts != (cfg.prompt_format, cfg.system):
         raise TrainError(f"--init-adapter {cfg.init_adapter} was trained on {trained.describe()} ({trained.record}); "
                          f"the run asks for {prompts_named(cfg.prompt_format, cfg.system)}: leave --prompt-format and "
                          f"--system out to continue on the recorded ones")
