@@ -95,16 +95,16 @@ class Ours:
     def __init__(self, model_dir: str, dtype: torch.dtype, int8: bool = False, plain: bool = False,
                  device: str = "cpu", eager_steps: bool = False) -> None:
         from cascadener import load_model
-        from cascadener.engine.fastlinear import prepare_for_inference, quantize_int8
+        from cascadener.engine.fastlinear import prepare_for_inference
         from cascadener.qwen2.model import bytes_per_token_decode
 
         # The model as the engine runs it (ChatEngine.load): linears int8, or oneDNN-packed on a CPU.
         self.model = load_model(model_dir, dtype, device)
         if int8:
-            quantize_int8(self.model)
+            prepare_for_inference(self.model, int8=True)                   # its int8 buffers are counted
         self.weight_bytes_per_token = bytes_per_token_decode(self.model)   # before packing hides the bytes
-        if not plain:
-            prepare_for_inference(self.model)                              # packs whatever is still plain
+        if not plain and not int8:
+            prepare_for_inference(self.model)
         self.static_steps = False if eager_steps else None                 # None: the engine's default
 
     def prefill(self, ids: list[int]) -> None:

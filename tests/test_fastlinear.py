@@ -13,13 +13,14 @@ import torch.nn as nn
 
 from cascadener import SamplingParams, generate, load_model
 from cascadener.engine.chat import ChatEngine
-from cascadener.engine.fastlinear import linear_rows, pack_linears, prepare_for_inference, quantize_int8
+from cascadener.engine.fastlinear import fuse_qkv, linear_rows, pack_linears, prepare_for_inference, quantize_int8
 from cascadener.ner.copy import CopyConstraint
 from cascadener.ner.labels import LabelChoice
 from cascadener.ner.prompts import get_format
 from cascadener.kernels import packed_linear
 from cascadener.kernels.int8_linear import Int8Linear
 from cascadener.kernels.packed_linear import PackedLinear
+from cascadener.qwen2.lora import LoRAConfig, inject
 
 
 def is_quantized(model: nn.Module) -> bool:
@@ -128,6 +129,37 @@ def test_prepare_for_inference_picks_int8_when_asked(tiny_ckpt):
     model = prepare_for_inference(load_model(tiny_ckpt, torch.bfloat16))
     assert not is_quantized(model)
     assert isinstance(model.lm_head, PackedLinear) == packed_linear.available()
+
+
+# --- q, k and v in one layer -----------------------------------------------------------------------
+
+def test_fused_qkv_stacks_the_three_weights_and_gives_the_plain_models_tokens(tiny_ckpt, tiny_tokenizer):
+    plain, fused = load_model(tiny_ckpt, torch.float32), fuse_qkv(load_model(tiny_ckpt, torch.float32))
+    for a, b in zip(plain.layers, fused.layers):
+        parts = (a.self_attn.q_proj, a.self_attn.k_proj, a.self_attn.v_proj)
+        assert torch.equal(b.self_attn.qkv_proj.weight, torch.cat([p.weight for p in parts]))
+        assert torch.equal(b.self_attn.qkv_proj.bias, torch.cat([p.bias for p in parts]))
+        assert not hasattr(b.self_attn, "q_proj")
+    ids = [tiny_tokenizer.encode("Angela Merkel visited Paris and Berlin in June.")]
+    with torch.no_grad():
+        a, b = plain(torch.tensor(ids)), fused(torch.tensor(ids))
+    assert (a - b).abs().max() <= 1e-5 * a.abs().max()                 # a GEMM's summation order at most
+    params = SamplingParams(max_new_tokens=12, vocab_limit=tiny_tokenizer.vocab_size)
+    assert generate(plain, ids, params)[0].tokens == generate(fused, ids, params)[0].tokens
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_every_inference_form_runs_on_the_fused_layer(tiny_ckpt, int8):
+    model = prepare_for_inference(load_model(tiny_ckpt, torch.bfloat16), int8=int8)
+    form = Int8Linear if int8 else PackedLinear if packed_linear.available() else nn.Linear
+    assert all(isinstance(b.self_attn.qkv_proj, form) for b in model.layers)
+
+
+def test_a_block_with_an_unmerged_adapter_keeps_its_three_layers(tiny_ckpt):
+    model = load_model(tiny_ckpt, torch.float32)
+    inject(model, LoRAConfig(r=2, target_modules=["k_proj"]))
+    fuse_qkv(model)
+    assert all(b.self_attn.qkv_proj is None and hasattr(b.self_attn, "k_proj") for b in model.layers)
 
 
 def test_packing_an_int8_model_leaves_its_int8_layers(tiny_ckpt):

@@ -4,7 +4,10 @@
   numbers up to summation order (and one rounding fewer in the MLP, cascadener.kernels.swiglu), and GEMVs
   that stream weights near the memory bandwidth;
 * int8 (opt-in, `--int8`): weight-only per-channel int8 (cascadener.kernels.int8_linear), half the bytes of
-  bfloat16 for batch-1 decode, at the cost of the weights' rounding (BENCHMARKS.md reports the F1).
+  bfloat16 for batch-1 decode, at the cost of the weights' rounding (BENCHMARKS.md reports the F1);
+* plain (CUDA): nn.Linear as loaded.
+
+In every form each block's q, k and v projections are first stacked into one layer (`fuse_qkv`).
 
 Batch-1 decode streams every weight once per token, so the form of the weights is what sets its
 speed. The embedding table stays as it is: a decode step gathers one row of it. With a tied head
@@ -56,11 +59,33 @@ def pack_linears(model: Qwen2) -> Qwen2:
     return model
 
 
+def fuse_qkv(model: Qwen2) -> Qwen2:
+    """Stack each block's q, k and v projections into one linear, `qkv_proj` (Attention.project),
+    in place. At batch-1 decode a call that streams a small weight costs mostly its fixed setup,
+    and k and v have 128 outputs each: one call for the three saves two setups a block. The rows
+    are the same dot products. Blocks whose three are not plain nn.Linear (an adapter left
+    unmerged, a form taken already) stay as they are."""
+    for block in model.layers:
+        attn = block.self_attn
+        parts = [getattr(attn, name, None) for name in ("q_proj", "k_proj", "v_proj")]
+        if attn.qkv_proj is not None or not all(isinstance(p, nn.Linear) for p in parts):
+            continue
+        fused = nn.Linear(attn.q_proj.in_features, sum(p.out_features for p in parts),
+                          bias=attn.q_proj.bias is not None, device="meta")
+        fused.weight = nn.Parameter(torch.cat([p.weight.detach() for p in parts]), requires_grad=False)
+        if fused.bias is not None:
+            fused.bias = nn.Parameter(torch.cat([p.bias.detach() for p in parts]), requires_grad=False)
+        attn.qkv_proj = fused
+        del attn.q_proj, attn.k_proj, attn.v_proj
+    return model
+
+
 def prepare_for_inference(model: Qwen2, int8: bool = False) -> Qwen2:
-    """The fastest form this machine offers: int8 when asked (CPU only), else packed on a CPU with
-    oneDNN, else the model as loaded (on CUDA: plain linears)."""
+    """The fastest form this machine offers, after `fuse_qkv`: int8 when asked (CPU only), else
+    packed on a CPU with oneDNN, else plain linears (on CUDA)."""
     if int8 and model.device.type != "cpu":
         raise ValueError(f"int8 linears are a CPU form; the model is on {model.device}")
+    fuse_qkv(model)
     if int8:
         return quantize_int8(model)
     if model.device.type == "cpu" and packed_linear.available():

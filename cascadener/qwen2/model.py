@@ -62,13 +62,24 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv_head * self.head_dim, bias=cfg.attention_bias)
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv_head * self.head_dim, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(self.n_head * self.head_dim, cfg.hidden_size, bias=False)
+        self.qkv_proj: nn.Module | None = None      # set by an inference form only (see `project`)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v of the tokens x (N, C). The checkpoint, LoRA and training keep Hugging Face's three
+        layers; an inference form may stack them into one `qkv_proj` (cascadener.engine.fastlinear):
+        the same dot products, with one call streaming the weights instead of three."""
+        if self.qkv_proj is None:
+            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        kv = self.n_kv_head * self.head_dim
+        return self.qkv_proj(x).split((self.n_head * self.head_dim, kv, kv), dim=-1)
 
     def forward(self, x: torch.Tensor, meta: AttentionMeta, cache: KVCache | None) -> torch.Tensor:
         """x (N, C): the real tokens only (see AttentionMeta); attention itself runs on the grid."""
         B, T = meta.grid
-        q = meta.to_grid(self.q_proj(x)).view(B, T, self.n_head, self.head_dim).transpose(1, 2)     # (B, H, T, D)
-        k = meta.to_grid(self.k_proj(x)).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        v = meta.to_grid(self.v_proj(x)).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k, v = self.project(x)
+        q = meta.to_grid(q).view(B, T, self.n_head, self.head_dim).transpose(1, 2)         # (B, H, T, D)
+        k = meta.to_grid(k).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)      # (B, Hkv, T, D)
+        v = meta.to_grid(v).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         q, k = rope.fast(q, meta.rope), rope.fast(k, meta.rope)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)                                      # (B, Hkv, S, D)
