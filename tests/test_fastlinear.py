@@ -7,6 +7,8 @@ _weight_int8pack_mm kernel as it does for the real model (kernels/int8_linear.py
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -21,6 +23,7 @@ from cascadener.kernels import packed_linear
 from cascadener.kernels.int8_linear import Int8Linear
 from cascadener.kernels.packed_linear import PackedLinear
 from cascadener.qwen2.lora import LoRAConfig, inject
+from cascadener.qwen2.model import Qwen2, Qwen2Config
 
 
 def is_quantized(model: nn.Module) -> bool:
@@ -149,10 +152,22 @@ def test_fused_qkv_stacks_the_three_weights_and_gives_the_plain_models_tokens(ti
 
 
 @pytest.mark.parametrize("int8", [False, True])
-def test_every_inference_form_runs_on_the_fused_layer(tiny_ckpt, int8):
+def test_every_inference_form_takes_the_fused_layer(tiny_ckpt, int8):
     model = prepare_for_inference(load_model(tiny_ckpt, torch.bfloat16), int8=int8)
     form = Int8Linear if int8 else PackedLinear if packed_linear.available() else nn.Linear
     assert all(isinstance(b.self_attn.qkv_proj, form) for b in model.layers)
+
+
+def test_fused_qkv_of_llama_style_layers_has_no_bias():
+    cfg = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, attention_bias=False)
+    torch.manual_seed(0)
+    plain = Qwen2(cfg)
+    fused = fuse_qkv(copy.deepcopy(plain))
+    assert all(b.self_attn.qkv_proj.bias is None for b in fused.layers)
+    ids = torch.randint(0, 64, (2, 7))
+    with torch.no_grad():
+        assert torch.allclose(plain(ids), fused(ids), rtol=1e-5, atol=1e-6)
 
 
 def test_a_block_with_an_unmerged_adapter_keeps_its_three_layers(tiny_ckpt):
