@@ -67,8 +67,10 @@ def fuse_qkv(model: Qwen2) -> Qwen2:
     unmerged, a form taken already) stay as they are."""
     for block in model.layers:
         attn = block.self_attn
-        parts = [getattr(attn, name, None) for name in ("q_proj", "k_proj", "v_proj")]
-        if attn.qkv_proj is not None or not all(isinstance(p, nn.Linear) for p in parts):
+        if attn.qkv_proj is not None:
+            continue
+        parts = [attn.q_proj, attn.k_proj, attn.v_proj]
+        if not all(isinstance(p, nn.Linear) for p in parts):
             continue
         fused = nn.Linear(attn.q_proj.in_features, sum(p.out_features for p in parts),
                           bias=attn.q_proj.bias is not None, device="meta")
